@@ -1,0 +1,270 @@
+"""Every command-line flag of the project, in one argparse definition, and one ``validate()``.
+
+The flag names are those of Monodepth2 and the official SRD code, so existing commands keep working
+(``python train.py --model_name mono_srd``, ``python evaluate_depth.py --load_weights_folder ...
+--eval_mono``). SRD's own flags (distillation, DOR, decoder) and the engineering flags (resume, AMP,
+compile, DDP) are added with defaults that reproduce the official code.
+
+This module does not import torch.
+"""
+
+import argparse
+import json
+import os
+
+FILE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+KNOWN_SPLITS = ("eigen_zhou", "eigen_full", "odom", "benchmark", "synthetic")
+KNOWN_EVAL_SPLITS = ("eigen", "eigen_benchmark", "benchmark", "odom_9", "odom_10", "make3d",
+                     "synthetic")
+
+
+class OptionsError(ValueError):
+    """A bad flag or flag combination; the message names the flag(s) and what to do."""
+
+
+def _add_paths(p):
+    g = p.add_argument_group("paths")
+    g.add_argument("--data_path", type=str, default=os.path.join(FILE_DIR, "kitti_data"),
+                   help="root of the KITTI raw data (or of the synthetic scene from "
+                        "`python -m datasets.synthetic_kitti`)")
+    g.add_argument("--log_dir", type=str, default=os.path.join(os.path.expanduser("~"), "tmp"),
+                   help="folder where runs are written: <log_dir>/<model_name>/")
+
+
+def _add_training(p):
+    g = p.add_argument_group("training")
+    g.add_argument("--model_name", type=str, default="mdp",
+                   help="name of the run folder inside --log_dir")
+    g.add_argument("--split", type=str, default="eigen_zhou",
+                   help="training split, a folder of splits/ with train_files.txt and val_files.txt: "
+                        + ", ".join(KNOWN_SPLITS))
+    g.add_argument("--num_layers", type=int, default=18, choices=[18, 34, 50, 101, 152],
+                   help="number of ResNet layers of the depth and pose encoders")
+    g.add_argument("--dataset", type=str, default="kitti",
+                   choices=["kitti", "kitti_odom", "kitti_depth", "kitti_test"],
+                   help="dataset class to train on")
+    g.add_argument("--png", action="store_true",
+                   help="read raw KITTI .png images instead of the converted .jpg")
+    g.add_argument("--use_calib_file", action="store_true",
+                   help="read each drive's calib_cam_to_cam.txt for the intrinsics instead of the fixed "
+                        "KITTI-average K of the published protocol")
+    g.add_argument("--height", type=int, default=192, help="input image height (multiple of 32)")
+    g.add_argument("--width", type=int, default=640, help="input image width (multiple of 32)")
+    g.add_argument("--disparity_smoothness", type=float, default=1e-3,
+                   help="weight of the edge-aware disparity smoothness term")
+    g.add_argument("--scales", nargs="+", type=int, default=[0, 1, 2, 3],
+                   help="output scales of the depth decoder used in the loss (0 = full resolution)")
+    g.add_argument("--min_depth", type=float, default=0.1, help="minimum depth of disp_to_depth (m)")
+    g.add_argument("--max_depth", type=float, default=100.0, help="maximum depth of disp_to_depth (m)")
+    g.add_argument("--use_stereo", action="store_true",
+                   help="use the stereo partner frame 's' as an extra source (stereo or mono+stereo)")
+    g.add_argument("--frame_ids", nargs="+", type=int, default=[0, -1, 1],
+                   help="frames to load; the first must be 0 (the target)")
+    g.add_argument("--seed", type=int, default=3407, help="random seed (official SRD code: 3407)")
+
+
+def _add_srd(p):
+    g = p.add_argument_group("SRD: self-reference distillation and DOR")
+    g.add_argument("--depth_decoder", type=str, default="hr", choices=["hr", "unet"],
+                   help="depth decoder: 'hr' = the HR-Depth-style nested decoder of the official SRD code, "
+                        "'unet' = the lighter Monodepth2-style U-Net decoder")
+    g.add_argument("--no_dor", action="store_true",
+                   help="disable disparity offset refinement (plain disparity head per scale)")
+    g.add_argument("--no_distill", action="store_true",
+                   help="disable self-reference distillation (no teacher, no multiview check)")
+    g.add_argument("--distill_weight", type=float, default=0.1,
+                   help="weight of the distillation term per scale")
+    g.add_argument("--distill_start_epoch", type=int, default=1,
+                   help="first epoch with a teacher (the teacher of epoch e is the student at the end "
+                        "of epoch e-1)")
+
+
+def _add_optimization(p):
+    g = p.add_argument_group("optimization")
+    g.add_argument("--batch_size", type=int, default=12,
+                   help="batch size per process (under DDP the global batch is batch_size x world size)")
+    g.add_argument("--learning_rate", type=float, default=1e-4, help="learning rate of every group")
+    g.add_argument("--num_epochs", type=int, default=20, help="number of epochs")
+    g.add_argument("--optimizer", type=str, default="adamw", choices=["adamw", "adam"],
+                   help="adamw (official SRD) or adam (Monodepth2)")
+    g.add_argument("--weight_decay", type=float, default=1e-2,
+                   help="AdamW weight decay (ignored by adam)")
+    g.add_argument("--scheduler", type=str, default="exp", choices=["exp", "step"],
+                   help="exp: ExponentialLR with --lr_gamma per epoch (official SRD); "
+                        "step: StepLR x0.1 every --scheduler_step_size epochs (Monodepth2)")
+    g.add_argument("--lr_gamma", type=float, default=0.9, help="per-epoch decay of --scheduler exp")
+    g.add_argument("--scheduler_step_size", type=int, default=15,
+                   help="epochs between x0.1 decays of --scheduler step")
+    g.add_argument("--amp", action="store_true",
+                   help="mixed precision: bfloat16 autocast on CPU, float16 with a grad scaler on CUDA")
+    g.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    g.add_argument("--channels_last", action="store_true",
+                   help="use the channels_last memory format for images and networks")
+
+
+def _add_ablation(p):
+    g = p.add_argument_group("ablation (Monodepth2)")
+    g.add_argument("--v1_multiscale", action="store_true",
+                   help="compute the photometric loss at each decoder resolution instead of upsampling "
+                        "every disparity to the input resolution")
+    g.add_argument("--avg_reprojection", action="store_true",
+                   help="average the reprojection loss over source frames instead of the per-pixel minimum")
+    g.add_argument("--disable_automasking", action="store_true",
+                   help="do not mask stationary pixels with the identity reprojection loss")
+    g.add_argument("--predictive_mask", action="store_true",
+                   help="learn an explainability mask (Zhou et al.); needs --disable_automasking")
+    g.add_argument("--no_ssim", action="store_true", help="photometric loss is L1 only")
+    g.add_argument("--weights_init", type=str, default="pretrained", choices=["pretrained", "scratch"],
+                   help="ImageNet-pretrained or randomly initialised encoders")
+    g.add_argument("--pose_model_input", type=str, default="pairs", choices=["pairs", "all"],
+                   help="pose network sees frame pairs or all frames at once")
+    g.add_argument("--pose_model_type", type=str, default="separate_resnet",
+                   choices=["posecnn", "separate_resnet", "shared"],
+                   help="pose network: its own ResNet, the depth encoder's features, or PoseCNN")
+
+
+def _add_system(p):
+    g = p.add_argument_group("system")
+    g.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
+    g.add_argument("--num_workers", type=int, default=12, help="data loader worker processes")
+    g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int,
+                   default=int(os.environ.get("LOCAL_RANK", 0)),
+                   help="set by the legacy torch.distributed.launch; torchrun sets LOCAL_RANK instead")
+    g.add_argument("--sync_bn", action="store_true",
+                   help="under DDP, convert BatchNorm layers to SyncBatchNorm")
+
+
+def _add_loading(p):
+    g = p.add_argument_group("loading and resuming")
+    g.add_argument("--load_weights_folder", type=str, default=None,
+                   help="warm-start from a weights_<epoch> folder (also Monodepth2 checkpoints)")
+    g.add_argument("--models_to_load", nargs="+", type=str,
+                   default=["encoder", "depth", "pose_encoder", "pose"],
+                   help="which networks to load from --load_weights_folder")
+    g.add_argument("--resume", type=str, default=None,
+                   help="continue a run exactly: a run folder (<log_dir>/<model_name>) or a "
+                        "training_state.pt file")
+
+
+def _add_logging(p):
+    g = p.add_argument_group("logging")
+    g.add_argument("--log_frequency", type=int, default=250,
+                   help="steps between TensorBoard logs (images and validation metrics)")
+    g.add_argument("--save_frequency", type=int, default=1, help="epochs between checkpoints")
+    g.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+
+def _add_evaluation(p):
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--eval_stereo", action="store_true",
+                   help="evaluate a stereo-trained model: no median scaling, depth x 5.4")
+    g.add_argument("--eval_mono", action="store_true",
+                   help="evaluate a mono-trained model: per-image median scaling")
+    g.add_argument("--disable_median_scaling", action="store_true", help="no median scaling")
+    g.add_argument("--pred_depth_scale_factor", type=float, default=1.0,
+                   help="multiply predicted depths by this factor")
+    g.add_argument("--ext_disp_to_eval", type=str, default=None,
+                   help="evaluate disparities from this .npy file instead of running a model")
+    g.add_argument("--eval_split", type=str, default="eigen",
+                   help="split to evaluate on: " + ", ".join(KNOWN_EVAL_SPLITS))
+    g.add_argument("--save_pred_disps", action="store_true",
+                   help="save the predicted disparities to disps_<split>_split.npy")
+    g.add_argument("--no_eval", action="store_true", help="only predict (with --save_pred_disps)")
+    g.add_argument("--eval_eigen_to_benchmark", action="store_true",
+                   help="evaluate Eigen-split predictions against the improved benchmark ground truth")
+    g.add_argument("--eval_out_dir", type=str, default=None,
+                   help="folder for saved predictions and benchmark-format outputs")
+    g.add_argument("--post_process", action="store_true",
+                   help="blend the prediction of the image and of its mirror (Monodepth)")
+
+
+class SRDOptions:
+    """The project's command-line options. ``parse()`` returns a validated namespace."""
+
+    def __init__(self, description="SRD: self-supervised monocular depth with self-reference "
+                                   "distillation and disparity offset refinement"):
+        self.parser = argparse.ArgumentParser(description=description)
+        for add in (_add_paths, _add_training, _add_srd, _add_optimization, _add_ablation,
+                    _add_system, _add_loading, _add_logging, _add_evaluation):
+            add(self.parser)
+
+    def parse(self, args=None, mode="train"):
+        """Parse ``args`` (default: sys.argv) and validate for ``mode`` ('train' or 'eval').
+
+        A bad combination exits with ``error: <message>`` and status 2, like any argparse error.
+        """
+        opt = self.parser.parse_args(args)
+        try:
+            validate(opt, mode)
+        except OptionsError as err:
+            self.parser.exit(2, f"error: {err}\n")
+        return opt
+
+
+# Kept for code ported from Monodepth2 (`from options import MonodepthOptions`).
+MonodepthOptions = SRDOptions
+
+
+def validate(opt, mode="train"):
+    """Every cross-field rule, in one place. Raises OptionsError with a clear message."""
+    rules = [
+        (opt.height % 32 == 0 and opt.height > 0,
+         f"--height {opt.height} must be a positive multiple of 32"),
+        (opt.width % 32 == 0 and opt.width > 0,
+         f"--width {opt.width} must be a positive multiple of 32"),
+        (len(opt.frame_ids) > 0 and opt.frame_ids[0] == 0,
+         f"--frame_ids {opt.frame_ids} must start with 0 (the target frame)"),
+        (len(set(opt.frame_ids)) == len(opt.frame_ids),
+         f"--frame_ids {opt.frame_ids} has a repeated frame"),
+        (opt.use_stereo or len(opt.frame_ids) > 1,
+         "--frame_ids 0 alone needs --use_stereo (otherwise there is no source frame)"),
+        (len(opt.scales) > 0 and all(0 <= s <= 3 for s in opt.scales)
+         and len(set(opt.scales)) == len(opt.scales),
+         f"--scales {opt.scales} must be distinct values in 0..3"),
+        (0 < opt.min_depth < opt.max_depth,
+         f"--min_depth {opt.min_depth} and --max_depth {opt.max_depth} need 0 < min < max"),
+        (not opt.predictive_mask or opt.disable_automasking,
+         "--predictive_mask needs --disable_automasking (the two masks do the same job)"),
+        (not opt.predictive_mask or opt.no_dor,
+         "--predictive_mask needs --no_dor (the mask decoder has no disparity to refine)"),
+        (opt.batch_size >= 1, f"--batch_size {opt.batch_size} must be at least 1"),
+        (opt.num_epochs >= 1, f"--num_epochs {opt.num_epochs} must be at least 1"),
+        (opt.learning_rate > 0, f"--learning_rate {opt.learning_rate} must be positive"),
+        (opt.num_workers >= 0, f"--num_workers {opt.num_workers} must be >= 0"),
+        (opt.log_frequency >= 1, f"--log_frequency {opt.log_frequency} must be >= 1"),
+        (opt.save_frequency >= 1, f"--save_frequency {opt.save_frequency} must be >= 1"),
+        (opt.distill_weight >= 0, f"--distill_weight {opt.distill_weight} must be >= 0"),
+        (opt.distill_start_epoch >= 1,
+         f"--distill_start_epoch {opt.distill_start_epoch} must be >= 1 (the teacher is the student "
+         "at the end of the previous epoch)"),
+        (opt.lr_gamma > 0, f"--lr_gamma {opt.lr_gamma} must be positive"),
+        (opt.scheduler_step_size >= 1,
+         f"--scheduler_step_size {opt.scheduler_step_size} must be >= 1"),
+        (not (opt.resume and opt.load_weights_folder),
+         "--resume and --load_weights_folder exclude each other: --resume continues a run, "
+         "--load_weights_folder warm-starts a new one"),
+        (not (opt.pose_model_type == "shared" and opt.pose_model_input == "all"),
+         "--pose_model_type shared needs --pose_model_input pairs"),
+    ]
+    if mode == "eval":
+        rules += [
+            (opt.eval_mono != opt.eval_stereo,
+             "choose exactly one of --eval_mono and --eval_stereo"),
+            (not (opt.no_eval and not opt.save_pred_disps and opt.eval_split != "benchmark"),
+             "--no_eval without --save_pred_disps would compute nothing: add --save_pred_disps"),
+            (opt.pred_depth_scale_factor > 0,
+             f"--pred_depth_scale_factor {opt.pred_depth_scale_factor} must be positive"),
+        ]
+    for ok, message in rules:
+        if not ok:
+            raise OptionsError(message)
+    return opt
+
+
+def save_options(opt, path):
+    """Write the resolved options as JSON (temp file + rename)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(vars(opt), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
