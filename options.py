@@ -268,3 +268,48 @@ def save_options(opt, path):
     with open(tmp, "w") as f:
         json.dump(vars(opt), f, indent=2, sort_keys=True)
     os.replace(tmp, path)
+
+
+def explicit_flags(parser, args):
+    """Destinations of the flags actually given in ``args`` (defaults suppressed)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs == 0:
+                kwargs["action"] = "store_true"
+            else:
+                kwargs["nargs"] = action.nargs
+            probe.add_argument(*action.option_strings, **kwargs)
+    return set(vars(probe.parse_known_args(args)[0]))
+
+
+def run_options_file(resume_path):
+    """The opt.json of the run that ``--resume`` points to (run folder, weights folder or state file)."""
+    path = os.path.abspath(os.path.expanduser(resume_path))
+    folder = os.path.dirname(path) if os.path.isfile(path) else path
+    for candidate in (os.path.join(folder, "models", "opt.json"), os.path.join(folder, "opt.json"),
+                      os.path.join(os.path.dirname(folder), "opt.json")):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def apply_resume_options(options, opt, args):
+    """With ``--resume``, the run's saved options apply, overridden by the flags given now."""
+    if not opt.resume:
+        return opt
+    path = run_options_file(opt.resume)
+    if path is None:
+        options.parser.exit(2, f"error: --resume {opt.resume}: no opt.json found in that run\n")
+    with open(path) as f:
+        saved = json.load(f)
+    given = explicit_flags(options.parser, args)
+    for key, value in saved.items():
+        if key not in given and key not in ("resume", "local_rank") and hasattr(opt, key):
+            setattr(opt, key, value)
+    try:
+        validate(opt, "train")
+    except OptionsError as err:
+        options.parser.exit(2, f"error: {err}\n")
+    return opt

@@ -1,0 +1,246 @@
+"""The SRD model for training: networks + one training step's forward that returns named losses.
+
+``SRDModel(opt)`` holds the depth encoder/decoder (with DOR), the pose network and, with
+``--predictive_mask``, the mask decoder. ``model(inputs, teacher)`` runs depth of frame 0, poses to each
+source frame, warps the sources and returns ``(outputs, losses)`` where ``losses`` is a dict of named
+scalar terms (``photometric``, ``smoothness``, and ``distillation`` / ``mask_reg`` when active). The
+Trainer sums them. The teacher (``Teacher``: a frozen copy of the depth encoder + decoder) is passed in,
+not owned, so that DDP wraps only the student.
+"""
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import losses as L
+from layers import (SSIM, BackprojectDepth, Project3D, disp_to_depth, get_smooth_loss,
+                    transformation_from_parameters)
+from networks import PoseCNN, PoseDecoder, ResnetEncoder, build_depth_decoder
+
+
+def training_frame_ids(opt):
+    """Frame ids the loader must provide: ``--frame_ids`` plus ``"s"`` with ``--use_stereo``."""
+    return list(opt.frame_ids) + (["s"] if opt.use_stereo else [])
+
+
+def distillation_source(frame_ids):
+    """The frame the multiview check projects into: +1 when loaded, else the stereo partner."""
+    if 1 in frame_ids:
+        return 1
+    return "s" if "s" in frame_ids else None
+
+
+class Teacher(nn.Module):
+    """Frozen copy of the student's depth encoder + decoder, run in eval mode under no_grad."""
+
+    def __init__(self, encoder, depth):
+        super().__init__()
+        self.encoder = copy.deepcopy(encoder).eval().requires_grad_(False)
+        self.depth = copy.deepcopy(depth).eval().requires_grad_(False)
+
+    def train(self, mode=True):  # always eval: BatchNorm uses running statistics
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images):
+        return self.depth(self.encoder(images))
+
+
+class SRDModel(nn.Module):
+    """Student networks and the self-supervised loss of one step. See the module docstring."""
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        self.frame_ids = training_frame_ids(opt)
+        self.scales = list(opt.scales)
+        self.num_input_frames = len(opt.frame_ids)
+        self.num_pose_frames = 2 if opt.pose_model_input == "pairs" else self.num_input_frames
+        self.use_pose_net = not (opt.use_stereo and list(opt.frame_ids) == [0])
+        pretrained = opt.weights_init == "pretrained"
+
+        self.encoder = ResnetEncoder(opt.num_layers, pretrained)
+        self.encoder.encoder.fc.requires_grad_(False)  # kept for Monodepth2 keys, never used
+        self.depth = build_depth_decoder(opt.depth_decoder, self.encoder.num_ch_enc, self.scales,
+                                         use_dor=not opt.no_dor)
+        self.pose_encoder, self.pose = self._build_pose(opt, pretrained)
+        self.mask_decoder = None
+        if opt.predictive_mask:
+            self.mask_decoder = build_depth_decoder(
+                "unet", self.encoder.num_ch_enc, self.scales, use_dor=False,
+                num_output_channels=len(self.frame_ids) - 1)
+
+        self.ssim = None if opt.no_ssim else SSIM()
+        h, w = opt.height, opt.width
+        self.backproject = nn.ModuleList(BackprojectDepth(h // 2 ** s, w // 2 ** s) for s in range(4))
+        self.project = nn.ModuleList(Project3D(h // 2 ** s, w // 2 ** s) for s in range(4))
+
+    def _build_pose(self, opt, pretrained):
+        if not self.use_pose_net:
+            return None, None
+        if opt.pose_model_type == "separate_resnet":
+            enc = ResnetEncoder(opt.num_layers, pretrained, num_input_images=self.num_pose_frames)
+            enc.encoder.fc.requires_grad_(False)
+            n_pred = 2 if opt.pose_model_input == "pairs" else self.num_pose_frames - 1
+            return enc, PoseDecoder(enc.num_ch_enc, num_input_features=1,
+                                    num_frames_to_predict_for=n_pred)
+        if opt.pose_model_type == "shared":
+            return None, PoseDecoder(self.encoder.num_ch_enc, self.num_pose_frames)
+        return None, PoseCNN(self.num_pose_frames)
+
+    def networks(self):
+        """Name -> module of the networks written to ``weights_<epoch>/<name>.pth``."""
+        nets = {"encoder": self.encoder, "depth": self.depth}
+        if self.pose_encoder is not None:
+            nets["pose_encoder"] = self.pose_encoder
+        if self.pose is not None:
+            nets["pose"] = self.pose
+        if self.mask_decoder is not None:
+            nets["mask"] = self.mask_decoder
+        return nets
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, inputs, teacher=None):
+        outputs, features = self._predict_depth(inputs)
+        if self.use_pose_net:
+            outputs.update(self._predict_poses(inputs, features))
+        self._warp_sources(inputs, outputs)
+        terms = self._photometric_and_smoothness(inputs, outputs)
+        if teacher is not None:
+            terms["distillation"] = self._distillation(inputs, outputs, teacher)
+        return outputs, terms
+
+    def _predict_depth(self, inputs):
+        if self.opt.pose_model_type == "shared":
+            frames = [f for f in self.frame_ids if f != "s"]
+            all_feats = self.encoder(torch.cat([inputs[("color_aug", f, 0)] for f in frames]))
+            chunks = [torch.chunk(x, len(frames)) for x in all_feats]
+            features = {f: [c[i] for c in chunks] for i, f in enumerate(frames)}
+        else:
+            features = {0: self.encoder(inputs[("color_aug", 0, 0)])}
+        outputs = dict(self.depth(features[0]))
+        if self.mask_decoder is not None:
+            for s, m in self.mask_decoder(features[0]).items():
+                outputs[("predictive_mask", s[1])] = m
+        return outputs, features
+
+    def _predict_poses(self, inputs, features):
+        out = {}
+        sources = [f for f in self.frame_ids[1:] if f != "s"]
+        if self.opt.pose_model_input == "pairs":
+            for f in sources:
+                pair = [f, 0] if f < 0 else [0, f]
+                axisangle, translation = self._run_pose(inputs, features, pair)
+                self._store_pose(out, f, axisangle[:, 0], translation[:, 0], invert=(f < 0))
+        else:
+            axisangle, translation = self._run_pose(inputs, features,
+                                                    [f for f in self.frame_ids if f != "s"])
+            for i, f in enumerate(sources):
+                self._store_pose(out, f, axisangle[:, i], translation[:, i], invert=False)
+        return out
+
+    def _run_pose(self, inputs, features, frames):
+        if self.opt.pose_model_type == "shared":
+            return self.pose([features[f] for f in frames])
+        images = torch.cat([inputs[("color_aug", f, 0)] for f in frames], 1)
+        if self.opt.pose_model_type == "separate_resnet":
+            return self.pose([self.pose_encoder(images)])
+        return self.pose(images)
+
+    def _store_pose(self, out, f, axisangle, translation, invert):
+        out[("axisangle", 0, f)] = axisangle
+        out[("translation", 0, f)] = translation
+        out[("cam_T_cam", 0, f)] = transformation_from_parameters(axisangle, translation, invert)
+
+    def _full_res(self, x):
+        return F.interpolate(x, [self.opt.height, self.opt.width], mode="bilinear",
+                             align_corners=False)
+
+    def _warp_sources(self, inputs, outputs):
+        """Warp every source frame into frame 0 at every scale (Monodepth2's view synthesis)."""
+        opt = self.opt
+        for scale in self.scales:
+            disp = outputs[("disp", scale)]
+            src_scale = scale if opt.v1_multiscale else 0
+            if not opt.v1_multiscale:
+                disp = self._full_res(disp)
+            _, depth = disp_to_depth(disp, opt.min_depth, opt.max_depth)
+            outputs[("depth", 0, scale)] = depth
+            cam_points = self.backproject[src_scale](depth, inputs[("inv_K", src_scale)])
+            for f in self.frame_ids[1:]:
+                T = self._source_transform(inputs, outputs, f, depth)
+                pix = self.project[src_scale](cam_points, inputs[("K", src_scale)], T)
+                outputs[("sample", f, scale)] = pix
+                outputs[("color", f, scale)] = F.grid_sample(
+                    inputs[("color", f, src_scale)], pix, padding_mode="border", align_corners=True)
+
+    def _source_transform(self, inputs, outputs, f, depth):
+        if f == "s":
+            return inputs["stereo_T"]
+        if self.opt.pose_model_type == "posecnn":
+            # PoseCNN's translation is scaled by the mean inverse depth (Wang et al., 2018).
+            mean_inv_depth = (1.0 / depth).mean(dim=(2, 3))
+            return transformation_from_parameters(
+                outputs[("axisangle", 0, f)], outputs[("translation", 0, f)] * mean_inv_depth[:, None],
+                invert=(f < 0))
+        return outputs[("cam_T_cam", 0, f)]
+
+    def _photometric_and_smoothness(self, inputs, outputs):
+        opt = self.opt
+        photometric, smoothness, mask_reg = 0.0, 0.0, 0.0
+        for scale in self.scales:
+            src_scale = scale if opt.v1_multiscale else 0
+            target = inputs[("color", 0, src_scale)]
+            sources = self.frame_ids[1:]
+            reproj = torch.cat([L.reprojection_loss(outputs[("color", f, scale)], target, self.ssim)
+                                for f in sources], 1)
+            identity = None
+            if not opt.disable_automasking:
+                identity = torch.cat([L.reprojection_loss(inputs[("color", f, src_scale)], target,
+                                                          self.ssim) for f in sources], 1)
+            mask = None
+            if opt.predictive_mask:
+                mask = outputs[("predictive_mask", scale)]
+                if not opt.v1_multiscale:
+                    mask = self._full_res(mask)
+                mask_reg = mask_reg + 0.2 * F.binary_cross_entropy(mask, torch.ones_like(mask))
+            loss, automask = L.combine_reprojection(reproj, identity, opt.avg_reprojection, mask)
+            if automask is not None:
+                outputs[("automask", scale)] = automask.detach().float()
+            photometric = photometric + loss.mean()
+            smooth = get_smooth_loss(outputs[("disp", scale)], inputs[("color", 0, scale)])
+            smoothness = smoothness + opt.disparity_smoothness * smooth / (2 ** scale)
+        n = len(self.scales)
+        terms = {"photometric": photometric / n, "smoothness": smoothness / n}
+        if opt.predictive_mask:
+            terms["mask_reg"] = mask_reg / n
+        return terms
+
+    def _distillation(self, inputs, outputs, teacher):
+        """SRD: student depth vs teacher depth where the multiview check keeps the teacher."""
+        opt = self.opt
+        src = distillation_source(self.frame_ids)
+        B = inputs[("color_aug", 0, 0)].shape[0]
+        with torch.no_grad():
+            images = torch.cat([inputs[("color_aug", 0, 0)], inputs[("color_aug", src, 0)]])
+            t_out = teacher(images)  # one forward for frame 0 and the source frame
+            t_depth = torch.cat([disp_to_depth(self._full_res(t_out[("disp", s)]).float(),
+                                               opt.min_depth, opt.max_depth)[1].view(2, B, 1,
+                                                                                      opt.height,
+                                                                                      opt.width)
+                                 for s in self.scales], dim=1)  # [2, S*B, 1, H, W]
+            T = inputs["stereo_T"] if src == "s" else outputs[("cam_T_cam", 0, src)].detach()
+            mask, _ = L.multiview_check(t_depth[0], t_depth[1], inputs[("K", 0)], T.float())
+        outputs["teacher_depth"] = t_depth[0]
+        outputs["mv_mask"] = mask
+        total = 0.0
+        for k, scale in enumerate(self.scales):
+            d_student = outputs[("depth", 0, scale)]
+            if opt.v1_multiscale:
+                d_student = disp_to_depth(self._full_res(outputs[("disp", scale)]), opt.min_depth,
+                                          opt.max_depth)[1]
+            sl = slice(k * B, (k + 1) * B)
+            total = total + L.distillation_loss(d_student, t_depth[0][sl], mask[sl])
+        return opt.distill_weight * total / len(self.scales)

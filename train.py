@@ -1,0 +1,27 @@
+"""Train SRD: ``python train.py --model_name mono_srd [...]``.
+
+Single process (CPU or one GPU) when run directly; DDP when launched with ``torchrun`` or
+``python -m torch.distributed.launch`` (the Trainer reads rank and world size from the environment).
+"""
+
+import sys
+
+from options import SRDOptions, apply_resume_options
+from trainer import NonFiniteLossError, Trainer
+from utils import run_cli
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    options = SRDOptions()
+    opt = apply_resume_options(options, options.parse(argv), argv)
+    try:
+        Trainer(opt).train()
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,379 @@
+"""The one Trainer: build, loop, log, checkpoint, resume; DDP when launched distributed.
+
+Single process on CPU or one GPU, or one process per GPU (or per CPU slot with Gloo) under
+``torchrun`` / ``python -m torch.distributed.launch``: rank, world size and local rank come from the
+environment the launcher sets. ``trainer_single_gpu.py`` re-exports this class.
+
+Per step: depth of frame 0 -> poses -> warp -> dict of named loss terms (``srd.SRDModel``) -> sum ->
+backward -> optimizer step. The learning-rate scheduler steps once per epoch, after that epoch's
+optimizer steps. The SRD teacher is refreshed from the student at the end of each epoch.
+"""
+
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+import checkpointing as ckpt
+from datasets import build_dataset
+from layers import compute_depth_errors, disp_to_depth
+from options import save_options
+from srd import SRDModel, Teacher, distillation_source, training_frame_ids
+from utils import CLIError
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or inf; the message names the step and the terms."""
+
+
+class NonFiniteGuard:
+    """Tracks non-finite loss terms on the device and reports the first bad step when checked.
+
+    ``update`` does no host-device synchronisation; ``check`` does (called every step on the CPU, at
+    log steps and before every checkpoint on CUDA), so a bad step is caught before anything is saved.
+    """
+
+    def __init__(self, device):
+        self.device = device
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.step = torch.zeros((), dtype=torch.long, device=device)
+        self.terms = None
+        self.names = None
+
+    def update(self, terms, step):
+        self.names = list(terms)
+        finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()])
+        if self.terms is None:
+            self.terms = torch.zeros_like(finite)
+        first = ~self.bad & ~finite.all()
+        self.terms = torch.where(first, ~finite, self.terms)
+        self.step = torch.where(first, torch.full_like(self.step, step), self.step)
+        self.bad = self.bad | first
+
+    def check(self):
+        if bool(self.bad):
+            names = [n for n, b in zip(self.names, self.terms.tolist()) if b]
+            raise NonFiniteLossError(
+                f"non-finite loss at step {int(self.step)} in term(s) {', '.join(names)}; "
+                "training stopped, the last saved checkpoint is untouched")
+
+
+def distributed_env():
+    """(rank, world_size, local_rank) from the launcher's environment; (0, 1, 0) when not launched."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """SRD training. ``Trainer(opt).train()``; see the module docstring."""
+
+    def __init__(self, opt):
+        self.opt = opt
+        self.rank, self.world_size, self.local_rank = distributed_env()
+        self.is_main = self.rank == 0
+        self.device = self._setup_device()
+        seed_everything(opt.seed + self.rank)
+        self.log_path = os.path.join(os.path.expanduser(opt.log_dir), opt.model_name)
+        self.frame_ids = training_frame_ids(opt)
+
+        self.model = SRDModel(opt).to(self.device)
+        if opt.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.teacher = None
+        self.use_distill = (not opt.no_distill) and distillation_source(self.frame_ids) is not None
+        self.optimizer, self.scheduler = self._build_optimizer()
+        self.train_loader, self.train_sampler, self.val_loader = self._build_data()
+        self.epoch, self.step, self.start_epoch = 0, 0, 0
+        if opt.load_weights_folder:
+            ckpt.warm_start(self.model, opt.load_weights_folder, opt.models_to_load, self.log)
+        if opt.resume:
+            self._resume(opt.resume)
+        self.ddp_model = self._wrap_ddp()
+        self.amp_dtype, self.scaler = self._setup_amp()
+        self.guard = NonFiniteGuard(self.device)
+        self.writers = self._setup_logging()
+
+    # ------------------------------------------------------------------ build
+    def _setup_device(self):
+        opt = self.opt
+        use_cuda = torch.cuda.is_available() and not opt.no_cuda
+        if use_cuda and self.world_size > 1 and self.local_rank >= torch.cuda.device_count():
+            raise CLIError(f"local rank {self.local_rank} has no GPU: {torch.cuda.device_count()} "
+                           "visible; launch with --nproc_per_node <= the number of GPUs")
+        device = torch.device(f"cuda:{self.local_rank}" if use_cuda else "cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+        if self.world_size > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        return device
+
+    def _build_optimizer(self):
+        opt, m = self.opt, self.model
+        enc = [p for p in m.encoder.parameters() if p.requires_grad]
+        rest = [p for n, p in m.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
+        groups = [{"params": enc, "lr": opt.learning_rate},
+                  {"params": rest, "lr": opt.learning_rate}]
+        if opt.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=opt.learning_rate, weight_decay=opt.weight_decay)
+        else:
+            optimizer = torch.optim.Adam(groups, lr=opt.learning_rate)
+        if opt.scheduler == "exp":
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=opt.lr_gamma)
+        else:
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, opt.scheduler_step_size, 0.1)
+        return optimizer, scheduler
+
+    def _build_data(self):
+        opt = self.opt
+        train_set = build_dataset(opt, "train", self.frame_ids, is_train=True)
+        sampler = None
+        if self.world_size > 1:
+            sampler = DistributedSampler(train_set, num_replicas=self.world_size, rank=self.rank,
+                                         shuffle=True, seed=opt.seed, drop_last=True)
+        if len(train_set) < opt.batch_size * self.world_size:
+            raise CLIError(f"split '{opt.split}' has {len(train_set)} training samples, fewer than "
+                           f"one batch ({opt.batch_size} x {self.world_size} processes): lower "
+                           "--batch_size")
+        loader_kw = dict(num_workers=opt.num_workers, pin_memory=self.device.type == "cuda",
+                         persistent_workers=opt.num_workers > 0)
+        train_loader = DataLoader(train_set, opt.batch_size, shuffle=sampler is None, sampler=sampler,
+                                  drop_last=True, **loader_kw)
+        val_loader = None
+        if self.is_main:
+            val_set = build_dataset(opt, "val", [0], is_train=False, load_depth=True)
+            if val_set is not None and len(val_set) > 0:
+                val_loader = DataLoader(val_set, opt.batch_size, shuffle=False, num_workers=0)
+        self.num_total_steps = len(train_loader) * opt.num_epochs
+        return train_loader, sampler, val_loader
+
+    def _wrap_ddp(self):
+        if self.world_size == 1:
+            return self.model
+        model = self.model
+        if self.opt.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.model = model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(model, device_ids=ids, find_unused_parameters=False)
+
+    def _setup_amp(self):
+        if not self.opt.amp:
+            return None, None
+        if self.device.type == "cuda":
+            return torch.float16, torch.amp.GradScaler("cuda")
+        return torch.bfloat16, None
+
+    def _setup_logging(self):
+        if not self.is_main:
+            return {}
+        from tensorboardX import SummaryWriter
+        os.makedirs(os.path.join(self.log_path, "models"), exist_ok=True)
+        save_options(self.opt, os.path.join(self.log_path, "models", "opt.json"))
+        ckpt.write_environment(os.path.join(self.log_path, "models", "environment.json"),
+                               self.device, self.world_size)
+        return {mode: SummaryWriter(os.path.join(self.log_path, mode)) for mode in ("train", "val")}
+
+    def log(self, message):
+        if self.is_main:
+            tqdm.write(message)
+
+    # ------------------------------------------------------------------ loop
+    def train(self):
+        """Run the epochs from ``start_epoch`` to ``--num_epochs``; checkpoint per --save_frequency."""
+        opt = self.opt
+        self.log(f"Training {opt.model_name} on {self.device} x {self.world_size}: "
+                 f"{len(self.train_loader.dataset)} samples, {len(self.train_loader)} steps/epoch; "
+                 f"run folder {self.log_path}")
+        try:
+            for self.epoch in range(self.start_epoch, opt.num_epochs):
+                self.run_epoch()
+                self.scheduler.step()
+                if self.use_distill and self.epoch + 1 >= opt.distill_start_epoch:
+                    self.teacher = Teacher(self.model.encoder, self.model.depth)
+                last = self.epoch + 1 == opt.num_epochs
+                if (self.epoch + 1) % opt.save_frequency == 0 or last:
+                    self.guard.check()
+                    self.save_checkpoint()
+        finally:
+            for w in self.writers.values():
+                w.close()
+        if self.world_size > 1:
+            dist.barrier()
+
+    def run_epoch(self):
+        if self.train_sampler is not None:
+            self.train_sampler.set_epoch(self.epoch)
+        self.ddp_model.train()
+        check_every = 1 if self.device.type == "cpu" else self.opt.log_frequency
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch}", unit="step", dynamic_ncols=True,
+                   disable=not self.is_main or self.opt.no_progress)
+        t0 = time.time()
+        for inputs in bar:
+            inputs = self._to_device(inputs)
+            outputs, terms, total = self.train_step(inputs, check=self.step % check_every == 0)
+            if self.step % self.opt.log_frequency == 0:
+                self.guard.check()
+                self.log_step(inputs, outputs, terms, total, time.time() - t0)
+                t0 = time.time()
+            if self.step % check_every == 0:
+                bar.set_postfix(loss=f"{float(total):.4f}",
+                                ex_s=f"{bar.format_dict.get('rate') or 0:.2f}")
+            self.step += 1
+
+    def train_step(self, inputs, check=True):
+        """One optimisation step. Returns (outputs, terms dict, total loss)."""
+        teacher = self.teacher if self.epoch >= self.opt.distill_start_epoch else None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            outputs, terms = self.ddp_model(inputs, teacher)
+        total = sum(terms.values())
+        self.guard.update(terms, self.step)
+        if check:
+            self.guard.check()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            self.optimizer.step()
+        return outputs, terms, total
+
+    def _to_device(self, inputs):
+        nb = self.device.type == "cuda"
+        out = {}
+        for k, v in inputs.items():
+            if torch.is_tensor(v):
+                v = v.to(self.device, non_blocking=nb)
+                if self.opt.channels_last and v.dim() == 4:
+                    v = v.contiguous(memory_format=torch.channels_last)
+            out[k] = v
+        return out
+
+    # ------------------------------------------------------------------ logging
+    def log_step(self, inputs, outputs, terms, total, elapsed):
+        if not self.is_main:
+            return
+        w = self.writers["train"]
+        w.add_scalar("loss", float(total), self.step)
+        for name, value in terms.items():
+            w.add_scalar(f"loss/{name}", float(value), self.step)
+        if "mv_mask" in outputs:
+            w.add_scalar("srd/keep_ratio", float(outputs["mv_mask"].mean()), self.step)
+        for i, group in enumerate(self.optimizer.param_groups):
+            w.add_scalar(f"lr/group{i}", group["lr"], self.step)
+        self._log_images(w, inputs, outputs)
+        metrics = self.validate()
+        if metrics:
+            for name, value in metrics.items():
+                self.writers["val"].add_scalar(f"depth/{name}", value, self.step)
+        for wr in self.writers.values():
+            wr.flush()
+
+    def _log_images(self, w, inputs, outputs, n=2):
+        n = min(n, inputs[("color", 0, 0)].shape[0])
+        for j in range(n):
+            w.add_image(f"color_0/{j}", inputs[("color", 0, 0)][j].float(), self.step)
+            for f in self.frame_ids[1:]:
+                w.add_image(f"warped_{f}/{j}", outputs[("color", f, 0)][j].float().clamp(0, 1),
+                            self.step)
+            disp = outputs[("disp", 0)][j].float()
+            w.add_image(f"disp/{j}", disp / disp.max().clamp(min=1e-6), self.step)
+            if ("automask", 0) in outputs:
+                w.add_image(f"automask/{j}", outputs[("automask", 0)][j], self.step)
+            if ("offset", 0) in outputs:
+                mag = outputs[("offset", 0)][j].float().norm(dim=0, keepdim=True)
+                w.add_image(f"dor_offset/{j}", mag / mag.max().clamp(min=1e-6), self.step)
+            if "mv_mask" in outputs:
+                w.add_image(f"multiview_mask/{j}", outputs["mv_mask"][j], self.step)
+
+    @torch.no_grad()
+    def validate(self):
+        """Depth metrics on one validation batch (Garg crop, median scaling), or {} without gt."""
+        if self.val_loader is None:
+            return {}
+        try:
+            inputs = next(self._val_iter)
+        except (AttributeError, StopIteration):
+            self._val_iter = iter(self.val_loader)
+            inputs = next(self._val_iter)
+        if "depth_gt" not in inputs:
+            return {}
+        self.model.eval()
+        color = inputs[("color", 0, 0)].to(self.device)
+        disp = self.model.depth(self.model.encoder(color))[("disp", 0)].float()
+        gt = inputs["depth_gt"].to(self.device)
+        self.model.train()
+        return batch_depth_metrics(disp, gt, self.opt.min_depth, self.opt.max_depth)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self):
+        """weights_<epoch>/{encoder,depth,pose_encoder,pose}.pth + training_state.pt (rank 0)."""
+        if self.is_main:
+            folder = os.path.join(self.log_path, "models", f"weights_{self.epoch}")
+            state = {
+                "epoch": self.epoch, "step": self.step,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "teacher": None if self.teacher is None else self.teacher.state_dict(),
+                "scaler": None if self.scaler is None else self.scaler.state_dict(),
+                "rng": ckpt.rng_state(),
+            }
+            ckpt.save_weights_folder(folder, self.model, self.opt, state)
+        if self.world_size > 1:
+            dist.barrier()
+
+    def _resume(self, path):
+        state_file = ckpt.find_training_state(path)
+        state = torch.load(state_file, map_location=self.device, weights_only=False)
+        ckpt.load_networks(self.model, os.path.dirname(state_file), self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["teacher"] is not None:
+            self.teacher = Teacher(self.model.encoder, self.model.depth)
+            self.teacher.load_state_dict(state["teacher"])
+        self.start_epoch, self.step = state["epoch"] + 1, state["step"]
+        ckpt.set_rng_state(state["rng"], self.rank)
+        self.log(f"Resumed from {state_file}: continuing at epoch {self.start_epoch}, "
+                 f"step {self.step}")
+
+
+def batch_depth_metrics(disp, depth_gt, min_depth, max_depth):
+    """Eigen-protocol metrics of a batch: disp [B,1,h,w] -> gt size, Garg crop, median scaling.
+
+    Uses ``layers.compute_depth_errors`` (the one metrics function). Returns name -> float.
+    """
+    from eval_utils import garg_crop_mask
+    _, depth = disp_to_depth(disp, min_depth, max_depth)
+    H, W = depth_gt.shape[-2:]
+    depth = F.interpolate(depth, [H, W], mode="bilinear", align_corners=False)
+    crop = torch.from_numpy(garg_crop_mask(H, W)).to(depth_gt.device)
+    sums, n = {}, 0
+    for b in range(depth.shape[0]):
+        gt = depth_gt[b, 0]
+        valid = (gt > 1e-3) & (gt < 80) & crop
+        if valid.sum() == 0:
+            continue
+        g, p = gt[valid], depth[b, 0][valid]
+        p = (p * (g.median() / p.median())).clamp(1e-3, 80)
+        for k, v in compute_depth_errors(g, p).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n += 1
+    return {k: v / n for k, v in sums.items()} if n else {}
+
+
+__all__ = ["Trainer", "NonFiniteLossError", "batch_depth_metrics"]
