@@ -42,7 +42,7 @@ def _add_training(p):
     g.add_argument("--num_layers", type=int, default=18, choices=[18, 34, 50, 101, 152],
                    help="number of ResNet layers of the depth and pose encoders")
     g.add_argument("--dataset", type=str, default="kitti",
-                   choices=["kitti", "kitti_odom", "kitti_depth", "kitti_test"],
+                   choices=["kitti", "kitti_odom", "kitti_depth"],
                    help="dataset class to train on")
     g.add_argument("--png", action="store_true",
                    help="read raw KITTI .png images instead of the converted .jpg")

@@ -1,0 +1,67 @@
+"""Datasets of the repo: the batch-dict contract (``MonoDataset``), the KITTI datasets, KITTI file
+utilities (``datasets.kitti_utils``), and the synthetic KITTI-format scene generator
+(``datasets.synthetic_kitti``).
+
+The dataset classes are imported on first use, so the torch-free tools (``export_gt_depth.py``,
+``python -m datasets.synthetic_kitti``) start without importing torch.
+"""
+
+import importlib
+
+_LAZY = {
+    "MonoDataset": ".mono_dataset",
+    "KITTIDataset": ".kitti_dataset",
+    "KITTIRAWDataset": ".kitti_dataset",
+    "KITTIOdomDataset": ".kitti_dataset",
+    "KITTIDepthDataset": ".kitti_dataset",
+    "KITTI_AVERAGE_K": ".kitti_dataset",
+    "check_data_path": ".kitti_utils",
+}
+
+__all__ = sorted(_LAZY) + ["datasets_dict", "build_dataset"]
+
+
+def __getattr__(name):
+    """Import a dataset class (or ``datasets_dict``) on first access and keep it here."""
+    if name == "datasets_dict":
+        from .kitti_dataset import KITTIDepthDataset, KITTIOdomDataset, KITTIRAWDataset
+        value = {"kitti": KITTIRAWDataset, "kitti_odom": KITTIOdomDataset,
+                 "kitti_depth": KITTIDepthDataset}
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def build_dataset(opt, filenames, is_train, frame_ids=None, load_depth=None, num_scales=4):
+    """Build the dataset selected by ``opt.dataset`` with the options' size and image format.
+
+    Args:
+        opt: parsed options (uses ``dataset``, ``data_path``, ``height``, ``width``, ``png``,
+            ``use_calib_file`` and, unless ``frame_ids`` is given, ``frame_ids``).
+        filenames: list of split lines, or the path of a split file to read them from.
+        is_train: training augmentation on/off.
+        frame_ids: frames to load (default ``opt.frame_ids``; add ``"s"`` for stereo).
+        load_depth: see ``MonoDataset`` (None = only for evaluation when ground truth exists).
+        num_scales: scales of the batch dict (4 in the Monodepth2 family).
+
+    Raises:
+        CLIError: unknown ``opt.dataset`` or missing ``opt.data_path``.
+    """
+    from utils import CLIError, readlines
+
+    from .kitti_utils import check_data_path
+
+    classes = globals().get("datasets_dict") or __getattr__("datasets_dict")
+    if opt.dataset not in classes:
+        raise CLIError(f"--dataset {opt.dataset} is not known; choose one of {', '.join(classes)}")
+    check_data_path(opt.data_path)
+    if isinstance(filenames, str):
+        filenames = readlines(filenames)
+    return classes[opt.dataset](
+        opt.data_path, filenames, opt.height, opt.width,
+        list(opt.frame_ids) if frame_ids is None else list(frame_ids), num_scales,
+        is_train=is_train, img_ext=".png" if getattr(opt, "png", False) else ".jpg",
+        load_depth=load_depth, use_calib_file=getattr(opt, "use_calib_file", False))

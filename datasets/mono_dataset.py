@@ -1,0 +1,289 @@
+"""The batch-dict contract shared by every dataset of the repo (``MonoDataset``) and its fast
+image path: decode once, resize once with antialiasing, build lower scales on tensors, and colour
+jitter drawn once per sample."""
+
+import collections
+import os
+import random
+
+import cv2
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+import torch.utils.data as data
+from torchvision.transforms.v2 import functional as TF
+
+ColorJitterParams = collections.namedtuple("ColorJitterParams",
+                                           ["brightness", "contrast", "saturation", "hue"])
+ColorJitterParams.__doc__ = """Factors of one colour-jitter draw, applied in this order:
+brightness, contrast, saturation (multiplicative factors, 1 = unchanged) and hue (shift in
+[-0.5, 0.5] of a full turn, 0 = unchanged)."""
+
+Augmentation = collections.namedtuple("Augmentation", ["do_flip", "color"])
+Augmentation.__doc__ = """The random choices of one sample: ``do_flip`` (bool) and ``color``
+(a ``ColorJitterParams`` or None for no colour augmentation)."""
+
+NO_AUGMENTATION = Augmentation(do_flip=False, color=None)
+
+# ranges of the training colour augmentation (Monodepth2's): factors in [1 - x, 1 + x], hue in ±x
+BRIGHTNESS = 0.2
+CONTRAST = 0.2
+SATURATION = 0.2
+HUE = 0.1
+
+
+def load_rgb(path):
+    """Decode an image file to an [H,W,3] uint8 RGB array.
+
+    Raises:
+        FileNotFoundError: naming ``path`` when it does not exist.
+        ValueError: naming ``path`` when it cannot be decoded (corrupt or truncated file).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with PIL.Image.open(path) as img:
+            img = img.convert("RGB") if img.mode != "RGB" else img
+            img.load()
+            return np.asarray(img)
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as e:
+        raise ValueError(f"image {path} is corrupt or not an image ({e})") from None
+
+
+def image_to_tensor(rgb, width, height):
+    """Resize an [h,w,3] uint8 image to (height, width) with area averaging (antialiased when
+    shrinking) and return a [3,height,width] float32 tensor in [0, 1]."""
+    if rgb.shape[:2] != (height, width):
+        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+
+
+def downscale(image, height, width):
+    """[C,h,w] tensor → [C,height,width] with antialiased bilinear interpolation
+    (``align_corners=False``)."""
+    return F.interpolate(image[None], size=(height, width), mode="bilinear", antialias=True,
+                         align_corners=False)[0]
+
+
+def draw_color_jitter():
+    """Draw one ``ColorJitterParams`` from Python's global RNG (brightness, contrast, saturation
+    factors uniform in [0.8, 1.2]; hue uniform in [-0.1, 0.1])."""
+    return ColorJitterParams(brightness=random.uniform(1 - BRIGHTNESS, 1 + BRIGHTNESS),
+                             contrast=random.uniform(1 - CONTRAST, 1 + CONTRAST),
+                             saturation=random.uniform(1 - SATURATION, 1 + SATURATION),
+                             hue=random.uniform(-HUE, HUE))
+
+
+def apply_color_jitter(image, params):
+    """Apply ``params`` to a [3,H,W] (or [B,3,H,W]) float image in [0, 1], in the fixed order
+    brightness, contrast, saturation, hue (torchvision's ``adjust_*``; each clamps to [0, 1]).
+    Contrast blends with the mean grey level of the image it is applied to."""
+    image = TF.adjust_brightness(image, params.brightness)
+    image = TF.adjust_contrast(image, params.contrast)
+    image = TF.adjust_saturation(image, params.saturation)
+    return TF.adjust_hue(image, params.hue)
+
+
+def scale_intrinsics(K_normalized, width, height):
+    """Scale normalised [4,4] intrinsics to pixels of a (width, height) image: row 0 × width,
+    row 1 × height. Returns (K, inv_K) as float32 tensors."""
+    K = np.array(K_normalized, dtype=np.float64)
+    K[0, :] *= width
+    K[1, :] *= height
+    return torch.from_numpy(K.astype(np.float32)), torch.from_numpy(np.linalg.inv(K).astype(np.float32))
+
+
+def nearest_resize(depth, height, width):
+    """Nearest-neighbour resize of an [h,w] map to (height, width) (pixel centres aligned), so
+    sparse depth keeps its values."""
+    h, w = depth.shape
+    if (h, w) == (height, width):
+        return depth
+    rows = np.minimum(((np.arange(height) + 0.5) * h / height).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * w / width).astype(np.int64), w - 1)
+    return depth[rows[:, None], cols[None, :]]
+
+
+class MonoDataset(data.Dataset):
+    """Frames of a monocular / stereo video dataset as the batch dict of the repo.
+
+    Subclasses say where files are (``get_image_path``), how to read ground truth
+    (``check_depth``, ``get_depth``) and, optionally, the intrinsics (``get_intrinsics``);
+    everything else is here.
+
+    Args:
+        data_path: dataset root.
+        filenames: split lines ``"<folder> <frame index> <side>"``, side ``l``/``r`` (or ``2``/``3``).
+        height, width: network input size H, W (scale 0).
+        frame_ids: frames to load: integers are offsets from the target frame (0 = target, −1
+            previous, +1 next), ``"s"`` the stereo partner (the other camera at the target time).
+        num_scales: number of scales S; scale s has size (H // 2^s, W // 2^s).
+        is_train: turn on random flip and colour augmentation.
+        img_ext: ``".jpg"`` (converted KITTI) or ``".png"`` (raw KITTI).
+        load_depth: add ``"depth_gt"``; None = only when not training and ground truth exists
+            (building it costs as much as loading the images, so training skips it).
+        use_calib_file: take intrinsics from the dataset's calibration files instead of ``self.K``.
+
+    Batch dict of one sample (a DataLoader adds the leading batch dim B to every entry):
+
+    - ``("color", i, s)``: [3, H/2^s, W/2^s] float32 RGB in [0, 1] for every i in frame_ids and
+      s in range(num_scales). Each image is decoded once, resized to (H, W) with area averaging,
+      and each lower scale is made from the one above with antialiased bilinear interpolation
+      (``align_corners=False``). Flipped when the sample is flipped.
+    - ``("color_aug", i, s)``: same shapes; the colour-augmented input for the networks. Without
+      colour augmentation (always when not training) it is the same tensor as ``("color", i, s)``.
+      With it, ``apply_color_jitter(("color", i, s), params)`` with ONE ``params`` for the whole
+      sample: every frame and scale gets the same brightness, contrast, saturation and hue factors.
+      The losses compare warped ``color`` (not ``color_aug``) images.
+    - ``("K", s)``, ``("inv_K", s)``: [4, 4] float32 intrinsics of the target camera at scale s
+      and their inverse: the normalised K (``self.K``, or from the calibration file) with row 0
+      multiplied by W/2^s and row 1 by H/2^s (integer-divided sizes). When flipped, the normalised
+      principal point becomes cx → 1 − cx (no change for the centred KITTI-average K).
+    - ``"stereo_T"`` (only when ``"s"`` in frame_ids): [4, 4] float32, identity with
+      ``[0, 3] = side_sign · baseline_sign · 0.1``: side_sign −1 when the target is the left camera
+      and +1 for the right one; baseline_sign −1 when flipped (flipping swaps left and right).
+      It is ``T_source_from_target`` for the stereo source in the Monodepth2 convention: a
+      baseline of 0.1 units, which fixes the scale of stereo-trained models (KITTI's real
+      baseline is 0.54 m, so metric depth = 5.4 × predicted depth).
+    - ``"depth_gt"`` (only when ``load_depth``): [1, 375, 1242] float32 ground-truth depth in
+      metres at the full KITTI resolution (``full_res_shape``), 0 = no data; nearest-neighbour
+      resized from the native size, flipped with the sample.
+
+    Augmentation (training only), drawn by ``draw_augmentation`` from Python's global ``random``
+    (seeded per worker by the DataLoader, so a seeded trainer is reproducible): colour jitter with
+    probability 0.5 (brightness, contrast, saturation factors in [0.8, 1.2], hue in [−0.1, 0.1]),
+    horizontal flip with probability 0.5 of every frame, scale and ``depth_gt``.
+
+    Errors: a split line whose frame file is missing raises FileNotFoundError naming the file and
+    the split line (1-based line number and text); a corrupt image raises ValueError naming it.
+    """
+
+    # normalised intrinsics (row 0 divided by the image width, row 1 by the height); subclasses set it
+    K = None
+    # (width, height) of the ground-truth depth maps
+    full_res_shape = None
+
+    def __init__(self, data_path, filenames, height, width, frame_ids, num_scales, is_train=False,
+                 img_ext=".jpg", load_depth=None, use_calib_file=False):
+        super().__init__()
+        for frame_id in frame_ids:
+            if frame_id != "s" and not isinstance(frame_id, int):
+                raise ValueError(f"frame_ids must be integers or 's', got {frame_ids!r}")
+        if height < 2 ** (num_scales - 1) or width < 2 ** (num_scales - 1):
+            raise ValueError(f"image size {width}x{height} is too small for {num_scales} scales")
+        self.data_path = data_path
+        self.filenames = list(filenames)
+        self.height = height
+        self.width = width
+        self.frame_ids = list(frame_ids)
+        self.num_scales = num_scales
+        self.is_train = is_train
+        self.img_ext = img_ext
+        self.use_calib_file = use_calib_file
+        self.load_depth = (not is_train and self.check_depth()) if load_depth is None else load_depth
+
+    def __len__(self):
+        return len(self.filenames)
+
+    # --- random choices -------------------------------------------------------------------------
+
+    def draw_augmentation(self):
+        """The random choices of one sample (``NO_AUGMENTATION`` when not training)."""
+        if not self.is_train:
+            return NO_AUGMENTATION
+        do_color_aug = random.random() > 0.5
+        do_flip = random.random() > 0.5
+        return Augmentation(do_flip=do_flip, color=draw_color_jitter() if do_color_aug else None)
+
+    def __getitem__(self, index):
+        return self.get_sample(index, self.draw_augmentation())
+
+    # --- one sample -----------------------------------------------------------------------------
+
+    def parse_line(self, index):
+        """Split line ``index`` → (folder, frame_index, side)."""
+        line = self.filenames[index]
+        fields = line.split()
+        if len(fields) != 3 or fields[2] not in ("l", "r", "2", "3"):
+            raise ValueError(f"split line {index + 1} ({line!r}): expected "
+                             "'<folder> <frame index> <side l|r>'")
+        try:
+            frame_index = int(fields[1])
+        except ValueError:
+            raise ValueError(f"split line {index + 1} ({line!r}): frame index "
+                             f"{fields[1]!r} is not an integer") from None
+        return fields[0], frame_index, fields[2]
+
+    def get_sample(self, index, aug):
+        """The batch dict of split line ``index`` under the random choices ``aug``
+        (an ``Augmentation``); see the class docstring."""
+        folder, frame_index, side = self.parse_line(index)
+        try:
+            inputs = self._load_colors(folder, frame_index, side, aug)
+            K = np.array(self.get_intrinsics(folder, side), dtype=np.float64)
+            if aug.do_flip:
+                K[0, 2] = 1.0 - K[0, 2]
+            for s in range(self.num_scales):
+                inputs[("K", s)], inputs[("inv_K", s)] = scale_intrinsics(
+                    K, self.width // 2 ** s, self.height // 2 ** s)
+            if "s" in self.frame_ids:
+                inputs["stereo_T"] = self.stereo_transform(side, aug.do_flip)
+            if self.load_depth:
+                depth = self.get_depth(folder, frame_index, side, aug.do_flip)
+                inputs["depth_gt"] = torch.from_numpy(np.ascontiguousarray(depth, np.float32))[None]
+        except (FileNotFoundError, ValueError) as e:
+            raise type(e)(f"{e} (split line {index + 1}: {self.filenames[index]!r})") from None
+        return inputs
+
+    def _load_colors(self, folder, frame_index, side, aug):
+        inputs = {}
+        for frame_id in self.frame_ids:
+            if frame_id == "s":
+                image = self.get_color(folder, frame_index, other_side(side), aug.do_flip)
+            else:
+                image = self.get_color(folder, frame_index + frame_id, side, aug.do_flip)
+            for s in range(self.num_scales):
+                if s > 0:
+                    image = downscale(image, self.height // 2 ** s, self.width // 2 ** s)
+                inputs[("color", frame_id, s)] = image
+                inputs[("color_aug", frame_id, s)] = (
+                    image if aug.color is None else apply_color_jitter(image, aug.color))
+        return inputs
+
+    def get_color(self, folder, frame_index, side, do_flip):
+        """[3,H,W] float32 image in [0, 1] at scale 0, flipped when ``do_flip``."""
+        image = image_to_tensor(load_rgb(self.get_image_path(folder, frame_index, side)),
+                                self.width, self.height)
+        return torch.flip(image, dims=[-1]) if do_flip else image
+
+    @staticmethod
+    def stereo_transform(side, do_flip):
+        """The [4,4] ``stereo_T`` of the class docstring."""
+        side_sign = -1.0 if side in ("l", "2") else 1.0
+        baseline_sign = -1.0 if do_flip else 1.0
+        T = torch.eye(4)
+        T[0, 3] = side_sign * baseline_sign * 0.1
+        return T
+
+    # --- dataset-specific hooks -----------------------------------------------------------------
+
+    def get_image_path(self, folder, frame_index, side):
+        raise NotImplementedError
+
+    def get_intrinsics(self, folder, side):
+        """Normalised [4,4] intrinsics of the camera of ``side`` (default: ``self.K``)."""
+        return self.K
+
+    def check_depth(self):
+        """Whether ground-truth depth exists (checked on the first split line)."""
+        return False
+
+    def get_depth(self, folder, frame_index, side, do_flip):
+        """[h,w] float32 ground-truth depth in metres at ``full_res_shape``, flipped when asked."""
+        raise NotImplementedError
+
+
+def other_side(side):
+    """The stereo partner of a side: l ↔ r, 2 ↔ 3."""
+    return {"l": "r", "r": "l", "2": "3", "3": "2"}[side]

@@ -1,0 +1,134 @@
+"""Small helpers shared by the datasets and the command-line tools.
+
+- ``readlines`` / ``split_file_path``: read split lists, with an error that says how to fetch them.
+- ``atomic_write`` / ``atomic_path``: write a file completely or not at all (temp file in the same
+  folder, then ``os.replace``).
+- ``CLIError`` / ``run_cli``: one-line ``error: ...`` messages and exit code 2 for bad input.
+- ``sec_to_hm_str``, ``normalize_image``: logging helpers.
+"""
+
+import contextlib
+import os
+import sys
+import tempfile
+
+FILE_DIR = os.path.dirname(os.path.abspath(__file__))
+SPLITS_DIR = os.path.join(FILE_DIR, "splits")
+
+# Split folders fetched by `python splits/download_splits.py` (not committed: licence).
+DOWNLOADED_SPLITS = ("eigen", "eigen_benchmark", "eigen_zhou", "eigen_full", "odom", "benchmark",
+                     "make3d")
+DOWNLOAD_COMMAND = "python splits/download_splits.py"
+
+
+class CLIError(Exception):
+    """Bad input to a command-line tool; ``run_cli`` prints ``error: <message>`` and exits with 2."""
+
+
+def run_cli(main, argv=None):
+    """Run ``main(argv)`` and turn bad-input exceptions into a one-line error and exit code 2.
+
+    Catches ``CLIError``, ``FileNotFoundError`` and ``ValueError`` (the exceptions this repo raises
+    for bad input, each with a message naming the file or flag). Set ``SRD_TRACEBACK=1`` in the
+    environment to get the full traceback instead.
+
+    Returns:
+        whatever ``main`` returns (normally ``None``).
+    """
+    try:
+        return main(argv)
+    except (CLIError, FileNotFoundError, ValueError) as e:
+        if os.environ.get("SRD_TRACEBACK"):
+            raise
+        message = " ".join(str(e).split("\n"))
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def readlines(path):
+    """Return the non-empty lines of a text file, without line endings or surrounding whitespace."""
+    with open(path, "r", encoding="utf-8") as f:
+        return [line.strip() for line in f.read().splitlines() if line.strip()]
+
+
+def split_file_path(split, name, splits_dir=None):
+    """Path of ``<splits_dir>/<split>/<name>``, checked to exist.
+
+    Args:
+        split: split folder name, e.g. ``"eigen_zhou"`` or ``"synthetic"``.
+        name: file inside it, e.g. ``"train_files.txt"``.
+        splits_dir: folder holding the split folders (default: the repo's ``splits/``).
+
+    Raises:
+        FileNotFoundError: naming the file and, for the KITTI lists, the command that fetches them.
+    """
+    splits_dir = SPLITS_DIR if splits_dir is None else splits_dir
+    path = os.path.join(splits_dir, split, name)
+    if os.path.isfile(path):
+        return path
+    if split in DOWNLOADED_SPLITS:
+        raise FileNotFoundError(
+            f"split file {path} is missing: the KITTI split lists are not shipped with the repo, "
+            f"fetch them with `{DOWNLOAD_COMMAND}`")
+    known = sorted(d for d in os.listdir(splits_dir)
+                   if os.path.isdir(os.path.join(splits_dir, d))) if os.path.isdir(splits_dir) else []
+    raise FileNotFoundError(
+        f"split file {path} is missing: split '{split}' has no {name} (split folders present: "
+        f"{', '.join(known) or 'none'}; the KITTI lists {', '.join(DOWNLOADED_SPLITS)} are fetched "
+        f"with `{DOWNLOAD_COMMAND}`)")
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path in the folder of ``path``; rename it to ``path`` on success.
+
+    For APIs that want a file name. The temp file is removed if the block raises, so ``path`` is
+    either the complete new file or untouched.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temp file next to ``path`` for writing; on success flush, fsync and rename it to ``path``.
+
+    Usage: ``with atomic_write("out.npz") as f: np.savez_compressed(f, data=x)``.
+    """
+    if "w" not in mode:
+        raise ValueError(f"atomic_write needs a write mode, got mode={mode!r}")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def sec_to_hm_str(t):
+    """Format seconds as ``'01h02m03s'``."""
+    t = int(t)
+    s = t % 60
+    t //= 60
+    m = t % 60
+    h = t // 60
+    return f"{h:02d}h{m:02d}m{s:02d}s"
+
+
+def normalize_image(x):
+    """Rescale a tensor (or array) to [0, 1] by its own min and max, for logging images.
+
+    A constant input maps to zeros.
+    """
+    lo = float(x.min())
+    hi = float(x.max())
+    span = hi - lo if hi != lo else 1e5
+    return (x - lo) / span
