@@ -28,6 +28,9 @@ def _add_paths(p):
     g.add_argument("--data_path", type=str, default=os.path.join(FILE_DIR, "kitti_data"),
                    help="root of the KITTI raw data (or of the synthetic scene from "
                         "`python -m datasets.synthetic_kitti`)")
+    g.add_argument("--split_dir", type=str, default=os.path.join(FILE_DIR, "splits"),
+                   help="folder holding the split folders (<split_dir>/<split>/train_files.txt, "
+                        "gt_depths.npz, ...); default: the repo's splits/")
     g.add_argument("--log_dir", type=str, default=os.path.join(os.path.expanduser("~"), "tmp"),
                    help="folder where runs are written: <log_dir>/<model_name>/")
 
@@ -167,7 +170,9 @@ def _add_evaluation(p):
     g.add_argument("--ext_disp_to_eval", type=str, default=None,
                    help="evaluate disparities from this .npy file instead of running a model")
     g.add_argument("--eval_split", type=str, default="eigen",
-                   help="split to evaluate on: " + ", ".join(KNOWN_EVAL_SPLITS))
+                   help="split to evaluate on: " + ", ".join(KNOWN_EVAL_SPLITS) + "; eigen and "
+                        "synthetic use the Garg crop; odom_9/odom_10 (and synthetic_odom_9/_10) are "
+                        "for evaluate_pose.py")
     g.add_argument("--save_pred_disps", action="store_true",
                    help="save the predicted disparities to disps_<split>_split.npy")
     g.add_argument("--no_eval", action="store_true", help="only predict (with --save_pred_disps)")

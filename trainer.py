@@ -27,7 +27,7 @@ from datasets import build_dataset
 from layers import compute_depth_errors, disp_to_depth
 from options import save_options
 from srd import SRDModel, Teacher, distillation_source, training_frame_ids
-from utils import CLIError
+from utils import CLIError, split_file_path
 
 
 class NonFiniteLossError(RuntimeError):
@@ -139,7 +139,10 @@ class Trainer:
 
     def _build_data(self):
         opt = self.opt
-        train_set = build_dataset(opt, "train", self.frame_ids, is_train=True)
+        num_scales = max(opt.scales) + 1
+        train_set = build_dataset(opt, split_file_path(opt.split, "train_files.txt", opt.split_dir),
+                                  is_train=True,
+                                  frame_ids=self.frame_ids, load_depth=False, num_scales=num_scales)
         sampler = None
         if self.world_size > 1:
             sampler = DistributedSampler(train_set, num_replicas=self.world_size, rank=self.rank,
@@ -154,7 +157,10 @@ class Trainer:
                                   drop_last=True, **loader_kw)
         val_loader = None
         if self.is_main:
-            val_set = build_dataset(opt, "val", [0], is_train=False, load_depth=True)
+            val_file = os.path.join(opt.split_dir, opt.split, "val_files.txt")
+            val_set = None
+            if os.path.isfile(val_file):
+                val_set = build_dataset(opt, val_file, is_train=False, frame_ids=[0], num_scales=1)
             if val_set is not None and len(val_set) > 0:
                 val_loader = DataLoader(val_set, opt.batch_size, shuffle=False, num_workers=0)
         self.num_total_steps = len(train_loader) * opt.num_epochs
