@@ -23,7 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import checkpointing as ckpt
-from datasets import build_dataset
+from datasets import build_dataset, check_data_path
 from layers import compute_depth_errors, disp_to_depth
 from options import save_options
 from srd import SRDModel, Teacher, distillation_source, training_frame_ids
@@ -42,25 +42,22 @@ class NonFiniteGuard:
     """
 
     def __init__(self, device):
-        self.device = device
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
         self.step = torch.zeros((), dtype=torch.long, device=device)
-        self.terms = None
-        self.names = None
+        self.bad_terms = {}  # name -> bool tensor: non-finite at the first bad step
 
     def update(self, terms, step):
-        self.names = list(terms)
-        finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()])
-        if self.terms is None:
-            self.terms = torch.zeros_like(finite)
-        first = ~self.bad & ~finite.all()
-        self.terms = torch.where(first, ~finite, self.terms)
+        finite = {name: torch.isfinite(v.detach()).all() for name, v in terms.items()}
+        first = ~self.bad & ~torch.stack(list(finite.values())).all()
+        for name, ok in finite.items():
+            previous = self.bad_terms.get(name, torch.zeros_like(self.bad))
+            self.bad_terms[name] = torch.where(first, ~ok, previous)
         self.step = torch.where(first, torch.full_like(self.step, step), self.step)
         self.bad = self.bad | first
 
     def check(self):
         if bool(self.bad):
-            names = [n for n, b in zip(self.names, self.terms.tolist()) if b]
+            names = [n for n, b in self.bad_terms.items() if bool(b)]
             raise NonFiniteLossError(
                 f"non-finite loss at step {int(self.step)} in term(s) {', '.join(names)}; "
                 "training stopped, the last saved checkpoint is untouched")
@@ -106,6 +103,7 @@ class Trainer:
         self.amp_dtype, self.scaler = self._setup_amp()
         self.guard = NonFiniteGuard(self.device)
         self.writers = self._setup_logging()
+        self.history = []  # one dict of logged scalars per log step (rank 0), for callers and tests
 
     # ------------------------------------------------------------------ build
     def _setup_device(self):
@@ -140,6 +138,7 @@ class Trainer:
     def _build_data(self):
         opt = self.opt
         num_scales = max(opt.scales) + 1
+        check_data_path(opt.data_path)
         train_set = build_dataset(opt, split_file_path(opt.split, "train_files.txt", opt.split_dir),
                                   is_train=True,
                                   frame_ids=self.frame_ids, load_depth=False, num_scales=num_scales)
@@ -236,8 +235,8 @@ class Trainer:
                 self.log_step(inputs, outputs, terms, total, time.time() - t0)
                 t0 = time.time()
             if self.step % check_every == 0:
-                bar.set_postfix(loss=f"{float(total):.4f}",
-                                ex_s=f"{bar.format_dict.get('rate') or 0:.2f}")
+                rate = (bar.format_dict.get("rate") or 0) * self.opt.batch_size
+                bar.set_postfix(loss=f"{float(total.detach()):.4f}", ex_s=f"{rate:.1f}")
             self.step += 1
 
     def train_step(self, inputs, check=True):
@@ -276,18 +275,24 @@ class Trainer:
         if not self.is_main:
             return
         w = self.writers["train"]
-        w.add_scalar("loss", float(total), self.step)
-        for name, value in terms.items():
-            w.add_scalar(f"loss/{name}", float(value), self.step)
+        record = {"epoch": self.epoch, "step": self.step, "loss": float(total.detach()),
+                  **{name: float(value.detach()) for name, value in terms.items()},
+                  "examples_per_s": self.opt.batch_size * self.opt.log_frequency / max(elapsed, 1e-9)}
         if "mv_mask" in outputs:
-            w.add_scalar("srd/keep_ratio", float(outputs["mv_mask"].mean()), self.step)
+            record["keep_ratio"] = float(outputs["mv_mask"].mean())
+        w.add_scalar("loss", record["loss"], self.step)
+        for name in terms:
+            w.add_scalar(f"loss/{name}", record[name], self.step)
+        if "keep_ratio" in record:
+            w.add_scalar("srd/keep_ratio", record["keep_ratio"], self.step)
         for i, group in enumerate(self.optimizer.param_groups):
             w.add_scalar(f"lr/group{i}", group["lr"], self.step)
         self._log_images(w, inputs, outputs)
         metrics = self.validate()
-        if metrics:
-            for name, value in metrics.items():
-                self.writers["val"].add_scalar(f"depth/{name}", value, self.step)
+        for name, value in metrics.items():
+            self.writers["val"].add_scalar(f"depth/{name}", value, self.step)
+        record.update({f"val_{k}": v for k, v in metrics.items()})
+        self.history.append(record)
         for wr in self.writers.values():
             wr.flush()
 

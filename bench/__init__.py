@@ -1,0 +1,1 @@
+"""Benchmark scripts (not tests): run them as ``python bench/<script>.py``; see bench/README.md."""

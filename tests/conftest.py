@@ -1,0 +1,32 @@
+"""Shared fixtures: synthetic KITTI-format scenes generated once per test session."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def _scene(tmp_path_factory, name, num_drives, num_frames):
+    from datasets import synthetic_kitti as sk
+    root = tmp_path_factory.mktemp(name)
+    sk.generate(str(root), num_drives=num_drives, num_frames=num_frames, progress=False)
+    split_dir = root / "splits"
+    sk.write_splits(str(split_dir), num_drives=num_drives, num_frames=num_frames, odometry=False)
+    return str(root), str(split_dir)
+
+
+@pytest.fixture(scope="session")
+def small_scene(tmp_path_factory):
+    """(data_path, split_dir): 2 drives x 6 frames, split 'synthetic' (for a few training steps)."""
+    return _scene(tmp_path_factory, "small_scene", 2, 6)
+
+
+@pytest.fixture(scope="session")
+def demo_scene(tmp_path_factory):
+    """(data_path, split_dir): the default scene (3 drives x 48 frames), as the demo uses it."""
+    from datasets import synthetic_kitti as sk
+    return _scene(tmp_path_factory, "demo_scene", sk.DEFAULT_NUM_DRIVES, sk.DEFAULT_NUM_FRAMES)
