@@ -61,9 +61,10 @@ def multiview_check(depth_ref, depth_src, K, T_src_from_ref):
     of ``CONSISTENT_TOL`` so that an exactly consistent view, whose r is only float rounding noise, is
     kept whole instead of split in half by the noise; on real data mean(r) is orders larger).
 
-    The projection is folded into two precomputed matrices, so the per-pixel work is a handful of
-    fused multiply-adds (no per-pixel matrix products, no inverses of 4x4 matrices, float32):
-    ``p'_h = D_ref * (K R K^-1) p + K t`` and ``D_rep = D_src(p') * (R^T K^-1)_z . p'_h - (R^T t)_z``.
+    The projection is folded into precomputed 3x3 matrices, so the per-pixel work is a handful of
+    fused multiply-adds (no per-pixel matrix products, no per-pixel inverses, float32):
+    ``p'_h = D_ref * (K R K^-1) p + K t`` and ``D_rep = D_src(p') * (R^T K^-1)_z . p' - (R^T t)_z``,
+    with the pixel-to-grid normalisation of ``grid_sample`` folded in as well.
 
     Args:
         depth_ref: [S*B,1,H,W] teacher depth of the reference frame (S scales stacked on the batch axis,
@@ -78,36 +79,37 @@ def multiview_check(depth_ref, depth_src, K, T_src_from_ref):
     B = K.shape[0]
     if SB % B:
         raise ValueError(f"depth batch {SB} is not a multiple of the pose batch {B}")
-    S = SB // B
-    K3 = K[:, :3, :3].to(depth_ref.dtype)
-    R = T_src_from_ref[:, :3, :3].to(depth_ref.dtype)
-    t = T_src_from_ref[:, :3, 3:].to(depth_ref.dtype)
-    inv_K3 = torch.linalg.inv(K3)                              # [B,3,3], once per batch
-    M = K3 @ R @ inv_K3                                        # [B,3,3]
-    Kt = K3 @ t                                                # [B,3,1]
-    back_row = (R.transpose(1, 2) @ inv_K3)[:, 2:3, :]         # [B,1,3]: z row of R^T K^-1
-    back_off = (R.transpose(1, 2) @ t)[:, 2:3, :]              # [B,1,1]: z of R^T t
+    S, dtype = SB // B, depth_ref.dtype
+    K3 = K[:, :3, :3].to(dtype)
+    R = T_src_from_ref[:, :3, :3].to(dtype)
+    t = T_src_from_ref[:, :3, 3:].to(dtype)
+    inv_K3 = torch.linalg.inv(K3)                                   # [B,3,3], once per batch
+    # N maps pixels to grid_sample's [-1, 1] (align_corners=True); folding it into the matrices
+    # makes the projected point directly a sampling grid.
+    N = torch.tensor([[2.0 / (W - 1), 0.0, -1.0], [0.0, 2.0 / (H - 1), -1.0], [0.0, 0.0, 1.0]],
+                     dtype=dtype, device=K3.device)
+    M = N @ K3 @ R @ inv_K3                                         # [B,3,3]
+    Kt = (N @ K3 @ t).view(1, B, 1, 1, 3)
+    back_row = ((R.transpose(1, 2) @ inv_K3)[:, 2:3, :] @ torch.linalg.inv(N)).view(1, B, 1, 1, 3)
+    back_off = (R.transpose(1, 2) @ t)[:, 2, 0].view(1, B, 1, 1)
 
-    ys, xs = torch.meshgrid(torch.arange(H, device=depth_ref.device, dtype=depth_ref.dtype),
-                            torch.arange(W, device=depth_ref.device, dtype=depth_ref.dtype),
-                            indexing="ij")
-    # Rays M p for the B poses: [B,3,H,W], shared by every scale.
-    ray = (M[:, :, 0, None, None] * xs + M[:, :, 1, None, None] * ys + M[:, :, 2, None, None])
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=dtype, device=K3.device),
+                            torch.arange(W, dtype=dtype, device=K3.device), indexing="ij")
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)        # [H,W,3]
+    ray = torch.einsum("bij,hwj->bhwi", M, pix).unsqueeze(0)        # [1,B,H,W,3], shared by scales
 
-    d = depth_ref.view(S, B, 1, H, W)
-    q = d * ray.unsqueeze(0) + Kt.view(1, B, 3, 1, 1)           # [S,B,3,H,W]
-    z = q[:, :, 2:3].clamp(min=1e-7)
-    u = q[:, :, 0:1] / z
-    v = q[:, :, 1:2] / z
-    grid = torch.cat([u * (2.0 / (W - 1)) - 1.0, v * (2.0 / (H - 1)) - 1.0], dim=2)
-    grid = grid.view(SB, 2, H, W).permute(0, 2, 3, 1)
+    d = depth_ref.view(S, B, H, W, 1)
+    q = torch.addcmul(Kt, d, ray)                                   # [S,B,H,W,3] channels last
+    z = q[..., 2:3].clamp_(min=1e-7)
+    grid = q[..., :2].div_(z).reshape(SB, H, W, 2)                  # normalised (u, v)
     d_src = F.grid_sample(depth_src, grid, mode="bilinear", padding_mode="zeros",
-                          align_corners=True).view(S, B, 1, H, W)
-    br = back_row.view(1, B, 3, 1, 1)
-    d_rep = d_src * (br[:, :, 0:1] * u + br[:, :, 1:2] * v + br[:, :, 2:3]) \
-        - back_off.view(1, B, 1, 1, 1)
-    ratio = ((d_rep - d).abs() / d).view(SB, 1, H, W)
-    mask = (ratio < ratio.mean(dim=(2, 3), keepdim=True) + CONSISTENT_TOL).to(depth_ref.dtype)
+                          align_corners=True).view(S, B, H, W)
+    g = grid.view(S, B, H, W, 2)
+    w = torch.addcmul(back_row[..., 2], g[..., 0], back_row[..., 0]).addcmul_(g[..., 1],
+                                                                            back_row[..., 1])
+    d_rep = d_src * w - back_off
+    ratio = d_rep.sub_(d[..., 0]).abs_().div_(d[..., 0]).view(SB, 1, H, W)
+    mask = (ratio < ratio.mean(dim=(2, 3), keepdim=True) + CONSISTENT_TOL).to(dtype)
     return mask, ratio
 
 

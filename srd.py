@@ -190,6 +190,7 @@ class SRDModel(nn.Module):
     def _photometric_and_smoothness(self, inputs, outputs):
         opt = self.opt
         photometric, smoothness, mask_reg = 0.0, 0.0, 0.0
+        identity_cache = {}
         for scale in self.scales:
             src_scale = scale if opt.v1_multiscale else 0
             target = inputs[("color", 0, src_scale)]
@@ -198,8 +199,12 @@ class SRDModel(nn.Module):
                                 for f in sources], 1)
             identity = None
             if not opt.disable_automasking:
-                identity = torch.cat([L.reprojection_loss(inputs[("color", f, src_scale)], target,
-                                                          self.ssim) for f in sources], 1)
+                # without --v1_multiscale every scale compares the same full-resolution images
+                if src_scale not in identity_cache:
+                    identity_cache[src_scale] = torch.cat(
+                        [L.reprojection_loss(inputs[("color", f, src_scale)], target, self.ssim)
+                         for f in sources], 1)
+                identity = identity_cache[src_scale]
             mask = None
             if opt.predictive_mask:
                 mask = outputs[("predictive_mask", scale)]

@@ -8,13 +8,14 @@ import sys
 
 from options import SRDOptions, apply_resume_options
 from trainer import NonFiniteLossError, Trainer
-from utils import run_cli
+from utils import keep_freed_memory, run_cli
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     options = SRDOptions()
     opt = apply_resume_options(options, options.parse(argv), argv)
+    keep_freed_memory()
     try:
         Trainer(opt).train()
     except NonFiniteLossError as err:

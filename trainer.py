@@ -90,6 +90,9 @@ class Trainer:
         self.model = SRDModel(opt).to(self.device)
         if opt.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if opt.compile:
+            for net in self.model.networks().values():
+                net.compile()  # in place: state-dict keys stay those of the plain modules
         self.teacher = None
         self.use_distill = (not opt.no_distill) and distillation_source(self.frame_ids) is not None
         self.optimizer, self.scheduler = self._build_optimizer()
@@ -144,8 +147,7 @@ class Trainer:
                                   frame_ids=self.frame_ids, load_depth=False, num_scales=num_scales)
         sampler = None
         if self.world_size > 1:
-            sampler = DistributedSampler(train_set, num_replicas=self.world_size, rank=self.rank,
-                                         shuffle=True, seed=opt.seed, drop_last=True)
+            sampler = train_sampler(train_set, self.world_size, self.rank, opt.seed)
         if len(train_set) < opt.batch_size * self.world_size:
             raise CLIError(f"split '{opt.split}' has {len(train_set)} training samples, fewer than "
                            f"one batch ({opt.batch_size} x {self.world_size} processes): lower "
@@ -197,8 +199,12 @@ class Trainer:
             tqdm.write(message)
 
     # ------------------------------------------------------------------ loop
-    def train(self):
-        """Run the epochs from ``start_epoch`` to ``--num_epochs``; checkpoint per --save_frequency."""
+    def train(self, on_epoch_end=None):
+        """Run the epochs from ``start_epoch`` to ``--num_epochs``; checkpoint per --save_frequency.
+
+        ``on_epoch_end(trainer, weights_folder_or_None)`` is called on rank 0 after each epoch's
+        checkpoint (the demo evaluates there).
+        """
         opt = self.opt
         self.log(f"Training {opt.model_name} on {self.device} x {self.world_size}: "
                  f"{len(self.train_loader.dataset)} samples, {len(self.train_loader)} steps/epoch; "
@@ -210,13 +216,17 @@ class Trainer:
                 if self.use_distill and self.epoch + 1 >= opt.distill_start_epoch:
                     self.teacher = Teacher(self.model.encoder, self.model.depth)
                 last = self.epoch + 1 == opt.num_epochs
+                folder = None
                 if (self.epoch + 1) % opt.save_frequency == 0 or last:
                     self.guard.check()
-                    self.save_checkpoint()
+                    folder = self.save_checkpoint()
+                if on_epoch_end is not None and self.is_main:
+                    on_epoch_end(self, folder)
         finally:
             for w in self.writers.values():
                 w.close()
         if self.world_size > 1:
+            print(f"rank {self.rank} weights sha256 {weights_digest(self.model)}", flush=True)
             dist.barrier()
 
     def run_epoch(self):
@@ -336,7 +346,7 @@ class Trainer:
     def save_checkpoint(self):
         """weights_<epoch>/{encoder,depth,pose_encoder,pose}.pth + training_state.pt (rank 0)."""
         if self.is_main:
-            folder = os.path.join(self.log_path, "models", f"weights_{self.epoch}")
+            folder = self.weights_folder(self.epoch)
             state = {
                 "epoch": self.epoch, "step": self.step,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -347,6 +357,10 @@ class Trainer:
             ckpt.save_weights_folder(folder, self.model, self.opt, state)
         if self.world_size > 1:
             dist.barrier()
+        return self.weights_folder(self.epoch)
+
+    def weights_folder(self, epoch):
+        return os.path.join(self.log_path, "models", f"weights_{epoch}")
 
     def _resume(self, path):
         state_file = ckpt.find_training_state(path)
@@ -361,6 +375,23 @@ class Trainer:
         ckpt.set_rng_state(state["rng"], self.rank)
         self.log(f"Resumed from {state_file}: continuing at epoch {self.start_epoch}, "
                  f"step {self.step}")
+
+
+def train_sampler(dataset, world_size, rank, seed):
+    """Each rank's shard of the training set: disjoint, covering the epoch (less the remainder that
+    does not divide by the world size), reshuffled per epoch by ``set_epoch``."""
+    return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                              drop_last=True)
+
+
+def weights_digest(model):
+    """SHA-256 of every parameter and buffer (to check that ranks hold identical weights)."""
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def batch_depth_metrics(disp, depth_gt, min_depth, max_depth):

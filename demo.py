@@ -1,0 +1,142 @@
+"""The whole job on a machine without KITTI: ``python demo.py``.
+
+1. generates the synthetic KITTI-format scene (cached in ``--data_path``),
+2. exports its ground truth (``export_gt_depth.py --split synthetic``),
+3. trains SRD (U-Net decoder with DOR, distillation from epoch 1) on the CPU at a small resolution,
+4. evaluates the untrained model and every epoch on the synthetic test split (Eigen protocol:
+   Garg crop, median scaling) and prints one table row per epoch,
+5. writes a PNG (input | predicted depth | ground truth) and prints its path.
+
+About 8 minutes on 2 CPU cores. Every training flag of ``train.py`` can be appended to change the run
+(e.g. ``python demo.py --num_epochs 12 --depth_decoder hr``).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+import checkpointing
+import eval_utils as E
+import evaluate_depth
+import export_gt_depth
+from datasets import synthetic_kitti as sk
+from options import SRDOptions
+from utils import keep_freed_memory, run_cli
+
+DEMO_TRAIN_FLAGS = ["--split", "synthetic", "--height", "96", "--width", "320", "--batch_size", "8",
+                    "--num_epochs", "8", "--depth_decoder", "unet", "--weights_init", "scratch",
+                    "--num_workers", "2", "--log_frequency", "10", "--learning_rate", "2e-4"]
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                epilog="Any other flag is passed to the Trainer (see train.py --help).")
+    p.add_argument("--data_path", default="synthetic_kitti",
+                   help="where the synthetic scene is generated (reused when already there)")
+    p.add_argument("--log_dir", default="runs", help="run folder parent: <log_dir>/<model_name>")
+    p.add_argument("--model_name", default="demo_srd", help="name of the demo run")
+    args, train_flags = p.parse_known_args(argv)
+    return args, train_flags
+
+
+def evaluation_options(data_path, split_dir):
+    return SRDOptions().parse(["--eval_mono", "--eval_split", "synthetic", "--data_path", data_path,
+                               "--split_dir", split_dir, "--num_workers", "0", "--no_progress"],
+                              mode="eval")
+
+
+def evaluate(weights_folder, eval_opt, split_dir, gt_depths):
+    record = evaluate_depth.evaluate_folder(eval_opt, weights_folder, split_dir,
+                                            evaluate_depth.pick_device(True), gt_depths)
+    return record["metrics"]
+
+
+def write_picture(weights_folder, data_path, split_dir, gt_depths, path):
+    """input | predicted depth (median-scaled) | ground truth, for the first test frame."""
+    import cv2
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import cm
+
+    from networks.checkpoint import load_depth_model
+    import torch
+
+    line = open(os.path.join(split_dir, "synthetic", "test_files.txt")).readline().split()
+    image_path = os.path.join(data_path, line[0], "image_02", "data", f"{int(line[1]):010d}.jpg")
+    rgb = E.load_rgb(image_path)
+    encoder, decoder, meta = load_depth_model(weights_folder, torch.device("cpu"))
+    x = E.image_to_input(rgb, meta["height"], meta["width"])
+    disp = E.predict_disparity(encoder, decoder, x, meta["min_depth"], meta["max_depth"])[0]
+    gt = gt_depths[0]
+    h, w = gt.shape
+    pred = 1.0 / E.resize_disp(disp, h, w)
+    valid = gt > 0
+    pred *= np.median(gt[valid]) / np.median(pred[valid])
+    vmax = 80.0
+    to_rgb = lambda d: (cm.magma_r(np.clip(d / vmax, 0, 1))[..., :3] * 255).astype(np.uint8)
+    gt_vis = to_rgb(gt)
+    gt_vis[~valid] = 0
+    gt_vis = cv2.dilate(gt_vis, np.ones((3, 3), np.uint8))  # sparse LiDAR points, visible
+    panel = np.concatenate([cv2.resize(rgb, (w, h)), to_rgb(np.clip(pred, 1e-3, vmax)), gt_vis], 0)
+    tmp = path + ".tmp.png"
+    cv2.imwrite(tmp, panel[..., ::-1])
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    args, train_flags = parse(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
+    t0 = time.time()
+    print(f"[1/4] synthetic scene in {args.data_path}")
+    sk.generate(args.data_path, workers=2)
+    split_dir = os.path.join(args.data_path, "splits")
+    sk.write_splits(split_dir, odometry=False)
+    gt_file = os.path.join(split_dir, "synthetic", "gt_depths.npz")
+    print("[2/4] ground truth")
+    if not os.path.isfile(gt_file):
+        export_gt_depth.main(["--data_path", args.data_path, "--split", "synthetic",
+                              "--split_dir", split_dir])
+    gt_depths = evaluate_depth.load_gt_depths("synthetic", split_dir, args.data_path)
+
+    opt = SRDOptions().parse(DEMO_TRAIN_FLAGS + ["--data_path", args.data_path, "--split_dir",
+                                                 split_dir, "--log_dir", args.log_dir,
+                                                 "--model_name", args.model_name] + train_flags)
+    from trainer import Trainer
+    trainer = Trainer(opt)
+    eval_opt = evaluation_options(args.data_path, split_dir)
+    rows = []
+    init_folder = trainer.weights_folder("init")
+    checkpointing.save_weights_folder(init_folder, trainer.model, opt, {})
+    rows.append(("init", evaluate(init_folder, eval_opt, split_dir, gt_depths)))
+
+    def after_epoch(tr, folder):
+        metrics = evaluate(folder, eval_opt, split_dir, gt_depths)
+        rows.append((str(tr.epoch), metrics))
+        print_table(rows)
+
+    print(f"[3/4] training {opt.num_epochs} epochs at {opt.width}x{opt.height} (run folder "
+          f"{trainer.log_path})")
+    trainer.train(on_epoch_end=after_epoch)
+    print("[4/4] results")
+    print_table(rows)
+    best = min(rows[1:], key=lambda r: r[1]["abs_rel"])
+    picture = os.path.join(trainer.log_path, "demo_depth.png")
+    write_picture(trainer.weights_folder(int(best[0])), args.data_path, split_dir, gt_depths,
+                  picture)
+    print(f"best epoch {best[0]}: abs_rel {best[1]['abs_rel']:.3f} (untrained "
+          f"{rows[0][1]['abs_rel']:.3f}); picture: {picture}; {time.time() - t0:.0f} s in all")
+    return 0
+
+
+def print_table(rows):
+    names = E.DEPTH_METRIC_NAMES
+    print("\n epoch | " + " | ".join(f"{n:>8}" for n in names))
+    for epoch, m in rows:
+        print(f" {epoch:>5} | " + " | ".join(f"{m[n]:8.3f}" for n in names))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
