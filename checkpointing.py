@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from networks.checkpoint import encoder_meta_from_opt
+from networks.depth_decoder import monodepth2_depth_state_dict_to_unet
 from utils import CLIError
 
 STATE_FILE = "training_state.pt"
@@ -77,6 +78,8 @@ def warm_start(model, folder, names, log):
             log(f"warm start: this model has no '{name}' network, skipped")
             continue
         sd = _load_state_dict(os.path.join(folder, f"{name}.pth"), "cpu")
+        if name == "depth" and any(k.startswith("decoder.") for k in sd):
+            sd = monodepth2_depth_state_dict_to_unet(sd)  # a Monodepth2 depth.pth
         own = nets[name].state_dict()
         matched = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
         own.update(matched)

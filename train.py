@@ -7,6 +7,7 @@ Single process (CPU or one GPU) when run directly; DDP when launched with ``torc
 import sys
 
 from options import SRDOptions, apply_resume_options
+from networks import PretrainedWeightsUnavailable
 from trainer import NonFiniteLossError, Trainer
 from utils import keep_freed_memory, run_cli
 
@@ -18,6 +19,9 @@ def main(argv=None):
     keep_freed_memory()
     try:
         Trainer(opt).train()
+    except PretrainedWeightsUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

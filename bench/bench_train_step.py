@@ -86,11 +86,10 @@ def parse_args(argv=None):
                    help="channels_last memory format for the networks and the images (--channels_last)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the SRDModel (the compile time falls in the warm-up steps)")
-    p.add_argument("--malloc_keep", action="store_true",
-                   help="Linux/glibc: in each configuration's process, serve large allocations from "
-                        "the heap and keep freed memory (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB) "
-                        "instead of a fresh page-faulting mmap per large tensor; the Trainer does not "
-                        "do this, so it is a what-if variant")
+    p.add_argument("--no_malloc_keep", dest="malloc_keep", action="store_false",
+                   help="do not apply utils.keep_freed_memory() (glibc mallopt: keep freed memory "
+                        "instead of a fresh page-faulting mmap per large tensor), which train.py "
+                        "applies; a what-if variant to see its effect")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batch")
     p.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     common.add_common_args(p)
@@ -242,9 +241,11 @@ def child_argv(args, config):
             "--batch_size", str(args.batch_size), "--height", str(args.height),
             "--width", str(args.width), "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--seed", str(args.seed), "--device", args.device, "--no_save"]
-    for flag in ("amp", "channels_last", "compile", "quick", "malloc_keep"):
+    for flag in ("amp", "channels_last", "compile", "quick"):
         if getattr(args, flag):
             argv.append(f"--{flag}")
+    if not args.malloc_keep:
+        argv.append("--no_malloc_keep")
     if args.threads is not None:
         argv += ["--threads", str(args.threads)]
     return argv
@@ -281,8 +282,8 @@ def render(args, device, results, ratios):
             continue
         rows.append([r["config"], r["median_s"], r["iqr_s"], r["batch_size"] / r["median_s"],
                      r["params_M"], r["peak_rss_MB"], r["cuda_max_allocated_MB"], r["description"]])
-    variant = " ".join(f"--{f}" for f in ("amp", "channels_last", "compile", "malloc_keep")
-                       if getattr(args, f))
+    variant = " ".join([f"--{f}" for f in ("amp", "channels_last", "compile") if getattr(args, f)]
+                       + ([] if args.malloc_keep else ["--no_malloc_keep"]))
     lines = [f"training step (forward + backward + optimizer) at {args.width}x{args.height}, batch "
              f"{args.batch_size} on {device.type}, median of {args.steps} steps after "
              f"{args.warmup} warm-up {variant}".rstrip(),

@@ -72,22 +72,13 @@ def setup_threads(threads):
 
 
 def glibc_keep_freed_memory():
-    """Tell glibc's malloc to serve large blocks from the heap and keep freed memory (``mallopt``:
-    M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 1 GiB), the runtime form of ``MALLOC_MMAP_MAX_=0
-    MALLOC_TRIM_THRESHOLD_=...``. By default every tensor above the mmap threshold is a fresh
-    ``mmap`` whose pages fault in on first touch and go back to the OS on free. Returns True when
-    applied (glibc found), False elsewhere."""
-    import ctypes
+    """Apply train.py's ``utils.keep_freed_memory()``; True where glibc's mallopt was found."""
     import ctypes.util
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or not ctypes.util.find_library("c"):
         return False
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_max = -1, -4
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2 ** 30))
-    except (OSError, AttributeError):
-        return False
+    from utils import keep_freed_memory
+    keep_freed_memory()
+    return True
 
 
 def resolve_device(name):

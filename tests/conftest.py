@@ -30,3 +30,20 @@ def demo_scene(tmp_path_factory):
     """(data_path, split_dir): the default scene (3 drives x 48 frames), as the demo uses it."""
     from datasets import synthetic_kitti as sk
     return _scene(tmp_path_factory, "demo_scene", sk.DEFAULT_NUM_DRIVES, sk.DEFAULT_NUM_FRAMES)
+
+
+@pytest.fixture
+def mini_split(small_scene, tmp_path):
+    """make(n_train) -> (data_path, split_dir) of a split 'mini' with n_train training lines of
+    small_scene (with batch 2 and n_train 2: one step per epoch) and its validation lines."""
+    import shutil
+
+    def make(n_train=2):
+        data_path, split_dir = small_scene
+        dst = tmp_path / "splits" / "mini"
+        dst.mkdir(parents=True)
+        lines = open(os.path.join(split_dir, "synthetic", "train_files.txt")).read().splitlines()
+        (dst / "train_files.txt").write_text("\n".join(lines[:n_train]) + "\n")
+        shutil.copy(os.path.join(split_dir, "synthetic", "val_files.txt"), dst / "val_files.txt")
+        return data_path, str(tmp_path / "splits")
+    return make

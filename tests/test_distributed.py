@@ -3,7 +3,6 @@ outputs, gradient equivalence with a single process, and the sampler's sharding.
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,16 +19,6 @@ from trainer import train_sampler
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _mini_split(scene, tmp_path, n_train):
-    data_path, split_dir = scene
-    dst = tmp_path / "splits" / "mini"
-    dst.mkdir(parents=True)
-    lines = open(os.path.join(split_dir, "synthetic", "train_files.txt")).read().splitlines()
-    (dst / "train_files.txt").write_text("\n".join(lines[:n_train]) + "\n")
-    shutil.copy(os.path.join(split_dir, "synthetic", "val_files.txt"), dst / "val_files.txt")
-    return data_path, str(tmp_path / "splits")
-
-
 def _train_args(data_path, split_dir, log_dir, epochs):
     return ["train.py", "--data_path", data_path, "--split_dir", split_dir, "--split", "mini",
             "--log_dir", log_dir, "--model_name", "ddp", "--height", "64", "--width", "192",
@@ -43,8 +32,8 @@ def _launch(cmd, tmp_path):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
-def test_torchrun_two_processes_two_epochs(small_scene, tmp_path):
-    data_path, split_dir = _mini_split(small_scene, tmp_path, n_train=4)
+def test_torchrun_two_processes_two_epochs(mini_split, tmp_path):
+    data_path, split_dir = mini_split(4)
     log_dir = str(tmp_path / "logs")
     out = _launch([sys.executable, "-m", "torch.distributed.run", "--standalone",
                    "--nproc_per_node=2", *_train_args(data_path, split_dir, log_dir, 2)], tmp_path)
@@ -59,8 +48,8 @@ def test_torchrun_two_processes_two_epochs(small_scene, tmp_path):
     assert '"world_size": 2' in (run / "models" / "environment.json").read_text()
 
 
-def test_legacy_launcher_one_epoch(small_scene, tmp_path):
-    data_path, split_dir = _mini_split(small_scene, tmp_path, n_train=2)
+def test_legacy_launcher_one_epoch(mini_split, tmp_path):
+    data_path, split_dir = mini_split(2)
     out = _launch([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2",
                    "--master_port", str(_free_port()),
                    *_train_args(data_path, split_dir, str(tmp_path / "logs"), 1)], tmp_path)
@@ -68,8 +57,8 @@ def test_legacy_launcher_one_epoch(small_scene, tmp_path):
     assert (tmp_path / "logs" / "ddp" / "models" / "weights_0" / "encoder.pth").is_file()
 
 
-def test_a_failing_rank_brings_the_job_down_with_its_message(small_scene, tmp_path):
-    data_path, split_dir = _mini_split(small_scene, tmp_path, n_train=2)
+def test_a_failing_rank_brings_the_job_down_with_its_message(mini_split, tmp_path):
+    data_path, split_dir = mini_split(2)
     args = _train_args(data_path, split_dir, str(tmp_path / "logs"), 1)
     args[args.index("--data_path") + 1] = "/nonexistent/data"
     out = _launch([sys.executable, "-m", "torch.distributed.run", "--standalone",

@@ -3,7 +3,6 @@
 import hashlib
 import math
 import os
-import shutil
 import subprocess
 import sys
 
@@ -14,17 +13,6 @@ from options import SRDOptions, apply_resume_options
 from trainer import NonFiniteLossError, Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def mini_split(scene, tmp_path, n_train=2):
-    """A split with ``n_train`` training lines: with batch 2, one step per epoch."""
-    data_path, split_dir = scene
-    dst = tmp_path / "splits" / "mini"
-    dst.mkdir(parents=True)
-    lines = open(os.path.join(split_dir, "synthetic", "train_files.txt")).read().splitlines()
-    (dst / "train_files.txt").write_text("\n".join(lines[:n_train]) + "\n")
-    shutil.copy(os.path.join(split_dir, "synthetic", "val_files.txt"), dst / "val_files.txt")
-    return data_path, str(tmp_path / "splits")
 
 
 def make_opt(scene, tmp_path, *extra, name="run"):
@@ -60,8 +48,8 @@ ABLATIONS = [
 
 
 @pytest.mark.parametrize("extra", ABLATIONS, ids=lambda a: " ".join(a) or "default")
-def test_every_option_trains_two_steps_with_finite_losses(small_scene, tmp_path, extra):
-    scene = mini_split(small_scene, tmp_path)
+def test_every_option_trains_two_steps_with_finite_losses(mini_split, tmp_path, extra):
+    scene = mini_split()
     trainer = Trainer(make_opt(scene, tmp_path, *extra))
     before = {k: v.clone() for k, v in trainer.model.depth.state_dict().items()}
     trainer.train()
@@ -78,8 +66,8 @@ def test_every_option_trains_two_steps_with_finite_losses(small_scene, tmp_path,
         assert 0 < trainer.history[1]["keep_ratio"] <= 1
 
 
-def test_scheduler_steps_once_per_epoch_after_the_optimizer(small_scene, tmp_path):
-    scene = mini_split(small_scene, tmp_path)
+def test_scheduler_steps_once_per_epoch_after_the_optimizer(mini_split, tmp_path):
+    scene = mini_split()
     trainer = Trainer(make_opt(scene, tmp_path, "--num_epochs", "3"))
     trainer.train()
     lrs = [g["lr"] for g in trainer.optimizer.param_groups]
@@ -88,8 +76,8 @@ def test_scheduler_steps_once_per_epoch_after_the_optimizer(small_scene, tmp_pat
     assert trainer.scheduler.last_epoch == 3
 
 
-def test_checkpoint_layout_and_opt_json(small_scene, tmp_path):
-    scene = mini_split(small_scene, tmp_path)
+def test_checkpoint_layout_and_opt_json(mini_split, tmp_path):
+    scene = mini_split()
     trainer = Trainer(make_opt(scene, tmp_path))
     trainer.train()
     models = tmp_path / "logs" / "run" / "models"
@@ -114,8 +102,8 @@ def _weights_digest(folder):
     return h.hexdigest()
 
 
-def test_resume_after_an_epoch_ends_with_the_same_weights(small_scene, tmp_path):
-    scene = mini_split(small_scene, tmp_path, n_train=4)   # two steps per epoch
+def test_resume_after_an_epoch_ends_with_the_same_weights(mini_split, tmp_path):
+    scene = mini_split(4)   # two steps per epoch
     full = Trainer(make_opt(scene, tmp_path, "--num_epochs", "3", name="full"))
     full.train()
     part = Trainer(make_opt(scene, tmp_path, "--num_epochs", "1", name="part"))
@@ -133,8 +121,8 @@ def test_resume_after_an_epoch_ends_with_the_same_weights(small_scene, tmp_path)
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=0), k
 
 
-def test_non_finite_loss_stops_cleanly_and_keeps_last_checkpoint(small_scene, tmp_path):
-    scene = mini_split(small_scene, tmp_path)
+def test_non_finite_loss_stops_cleanly_and_keeps_last_checkpoint(mini_split, tmp_path):
+    scene = mini_split()
     Trainer(make_opt(scene, tmp_path, "--num_epochs", "1")).train()
     weights_0 = tmp_path / "logs" / "run" / "models" / "weights_0"
     digest = _weights_digest(weights_0)
@@ -148,8 +136,8 @@ def test_non_finite_loss_stops_cleanly_and_keeps_last_checkpoint(small_scene, tm
     assert not (weights_0.parent / "weights_1").exists()
 
 
-def test_train_cli_reports_non_finite_loss_in_one_line(small_scene, tmp_path):
-    data_path, split_dir = mini_split(small_scene, tmp_path)
+def test_train_cli_reports_non_finite_loss_in_one_line(mini_split, tmp_path):
+    data_path, split_dir = mini_split()
     out = subprocess.run(
         [sys.executable, "train.py", "--data_path", data_path, "--split_dir", split_dir, "--split",
          "mini", "--log_dir", str(tmp_path / "logs"), "--model_name", "nan", "--height", "64",
@@ -178,8 +166,8 @@ def test_train_cli_bad_input_exits_2(small_scene, tmp_path, args, message):
     assert err.startswith("error:") and len(err.splitlines()) == 1 and message in err, err
 
 
-def test_warm_start_from_a_weights_folder(small_scene, tmp_path):
-    scene = mini_split(small_scene, tmp_path)
+def test_warm_start_from_a_weights_folder(mini_split, tmp_path):
+    scene = mini_split()
     first = Trainer(make_opt(scene, tmp_path, "--num_epochs", "1", name="first"))
     first.train()
     folder = str(tmp_path / "logs" / "first" / "models" / "weights_0")

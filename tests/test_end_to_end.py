@@ -1,0 +1,108 @@
+"""End to end on the synthetic scene: export ground truth -> train SRD briefly on the CPU -> the
+model must actually learn depth; then the evaluation and inference CLIs on the trained run.
+
+One training run (about 5 minutes on 2 cores) serves every test here.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import checkpointing
+import evaluate_depth
+import export_gt_depth
+from options import SRDOptions
+from trainer import Trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KITTI_FRAME = os.path.join(ROOT, "..", "shared", "assets", "kitti_frame_638x235.jpg")
+
+# the learning run: U-Net decoder + DOR + SRD (teacher from epoch 1), ResNet-18 from scratch
+TRAIN_FLAGS = ["--split", "synthetic", "--height", "64", "--width", "192", "--batch_size", "8",
+               "--num_epochs", "12", "--save_frequency", "6", "--depth_decoder", "unet",
+               "--weights_init", "scratch", "--num_workers", "2", "--log_frequency", "5",
+               "--no_progress"]
+
+
+def _eval_opt(data_path, split_dir):
+    return SRDOptions().parse(["--eval_mono", "--eval_split", "synthetic", "--data_path",
+                               data_path, "--split_dir", split_dir, "--num_workers", "0",
+                               "--no_progress"], mode="eval")
+
+
+@pytest.fixture(scope="module")
+def trained_run(demo_scene, tmp_path_factory):
+    data_path, split_dir = demo_scene
+    export_gt_depth.main(["--data_path", data_path, "--split", "synthetic",
+                          "--split_dir", split_dir])
+    log_dir = str(tmp_path_factory.mktemp("e2e_runs"))
+    opt = SRDOptions().parse(TRAIN_FLAGS + ["--data_path", data_path, "--split_dir", split_dir,
+                                            "--log_dir", log_dir, "--model_name", "e2e"])
+    trainer = Trainer(opt)
+    init = trainer.weights_folder("init")
+    checkpointing.save_weights_folder(init, trainer.model, opt, {})
+    trainer.train()
+    eval_opt = _eval_opt(data_path, split_dir)
+    gt = evaluate_depth.load_gt_depths("synthetic", split_dir, data_path)
+    device = evaluate_depth.pick_device(True)
+    before = evaluate_depth.evaluate_folder(eval_opt, init, split_dir, device, gt)["metrics"]
+    after = evaluate_depth.evaluate_folder(eval_opt, trainer.weights_folder(opt.num_epochs - 1),
+                                           split_dir, device, gt)["metrics"]
+    print(f"\nE2E untrained: {before}\nE2E trained:   {after}")
+    return {"trainer": trainer, "before": before, "after": after, "data_path": data_path,
+            "split_dir": split_dir, "models": os.path.join(trainer.log_path, "models")}
+
+
+def test_srd_training_learns_depth(trained_run):
+    before, after = trained_run["before"], trained_run["after"]
+    assert after["abs_rel"] <= 0.75 * before["abs_rel"], (before, after)
+    assert after["a1"] >= before["a1"] + 0.10, (before, after)
+
+
+def test_distillation_is_logged_positive_from_epoch_1_and_keep_ratio_is_sane(trained_run):
+    history = trained_run["trainer"].history
+    assert all("distillation" not in r for r in history if r["epoch"] == 0)
+    later = [r for r in history if r["epoch"] >= 1]
+    assert later and all(r["distillation"] > 0 for r in later)
+    ratios = [r["keep_ratio"] for r in later]
+    assert all(0.2 <= k <= 0.95 for k in ratios), ratios
+    assert all(math.isfinite(r["photometric"]) for r in history)
+    assert any("val_abs_rel" in r for r in history)  # validation metrics from the velodyne gt
+
+
+def test_evaluate_depth_cli_on_the_run_and_every_epoch(trained_run, tmp_path):
+    weights = os.path.join(trained_run["models"], "weights_11")
+    base = [sys.executable, "evaluate_depth.py", "--eval_mono", "--eval_split", "synthetic",
+            "--data_path", trained_run["data_path"], "--split_dir", trained_run["split_dir"],
+            "--num_workers", "0", "--no_progress"]
+    out = subprocess.run(base + ["--load_weights_folder", weights], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "abs_rel |   sq_rel |     rmse | rmse_log |       a1 |       a2 |       a3" in out.stdout
+    record = json.load(open(os.path.join(weights, "metrics.json")))
+    assert record["metrics"]["abs_rel"] == pytest.approx(trained_run["after"]["abs_rel"], abs=1e-6)
+    out = subprocess.run(base + ["--load_weights_folder", trained_run["models"]], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    summary = json.load(open(os.path.join(trained_run["models"], "metrics_all.json")))
+    assert "weights_5" in json.dumps(summary) and "weights_11" in json.dumps(summary)
+
+
+@pytest.mark.skipif(not os.path.isfile(KITTI_FRAME), reason="shared KITTI frame not present")
+def test_simple_on_a_real_kitti_frame_with_the_trained_model(trained_run, tmp_path):
+    weights = os.path.join(trained_run["models"], "weights_11")
+    out = subprocess.run([sys.executable, "test_simple.py", "--image_path", KITTI_FRAME,
+                          "--model_path", weights, "--output_dir", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    stem = os.path.splitext(os.path.basename(KITTI_FRAME))[0]
+    image = Image.open(tmp_path / f"{stem}_disp.jpeg")
+    assert image.size == (638, 235)
+    disp = np.load(tmp_path / f"{stem}_disp.npy")
+    assert disp.shape == (235, 638) and np.isfinite(disp).all() and disp.std() > 0
