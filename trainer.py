@@ -212,6 +212,7 @@ class Trainer:
         try:
             for self.epoch in range(self.start_epoch, opt.num_epochs):
                 self.run_epoch()
+                self.sync_buffers()
                 self.scheduler.step()
                 if self.use_distill and self.epoch + 1 >= opt.distill_start_epoch:
                     self.teacher = Teacher(self.model.encoder, self.model.depth)
@@ -248,6 +249,13 @@ class Trainer:
                 rate = (bar.format_dict.get("rate") or 0) * self.opt.batch_size
                 bar.set_postfix(loss=f"{float(total.detach()):.4f}", ex_s=f"{rate:.1f}")
             self.step += 1
+
+    def sync_buffers(self):
+        """Under DDP, give every rank rank 0's BatchNorm statistics (DDP broadcasts them at the start
+        of each forward; after the last step they differ), so teacher and checkpoints agree."""
+        if self.world_size > 1:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
 
     def train_step(self, inputs, check=True):
         """One optimisation step. Returns (outputs, terms dict, total loss)."""
