@@ -33,19 +33,24 @@ def distillation_source(frame_ids):
 
 
 class Teacher(nn.Module):
-    """Frozen copy of the student's depth encoder + decoder, run in eval mode under no_grad."""
+    """Frozen copy of the student's depth encoder + decoder, run in eval mode under no_grad.
+
+    It runs in the channels_last memory format (same numbers, ~15% faster forward on the CPU,
+    which is most of SRD's overhead per step: bench/bench_train_step.py).
+    """
 
     def __init__(self, encoder, depth):
         super().__init__()
         self.encoder = copy.deepcopy(encoder).eval().requires_grad_(False)
         self.depth = copy.deepcopy(depth).eval().requires_grad_(False)
+        self.to(memory_format=torch.channels_last)
 
     def train(self, mode=True):  # always eval: BatchNorm uses running statistics
         return super().train(False)
 
     @torch.no_grad()
     def forward(self, images):
-        return self.depth(self.encoder(images))
+        return self.depth(self.encoder(images.contiguous(memory_format=torch.channels_last)))
 
 
 class SRDModel(nn.Module):

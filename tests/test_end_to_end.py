@@ -25,7 +25,8 @@ KITTI_FRAME = os.path.join(ROOT, "..", "shared", "assets", "kitti_frame_638x235.
 
 # the learning run: U-Net decoder + DOR + SRD (teacher from epoch 1), ResNet-18 from scratch
 TRAIN_FLAGS = ["--split", "synthetic", "--height", "64", "--width", "192", "--batch_size", "8",
-               "--learning_rate", "2e-4", "--lr_gamma", "0.95", "--num_epochs", "12", "--save_frequency", "6", "--depth_decoder", "unet",
+               "--learning_rate", "2e-4", "--lr_gamma", "0.95", "--num_epochs", "12",
+               "--save_frequency", "6", "--depth_decoder", "unet",
                "--weights_init", "scratch", "--num_workers", "2", "--log_frequency", "5",
                "--no_progress"]
 
