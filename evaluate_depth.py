@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import eval_utils as E
-from options import SRDOptions, explicit_flags
+from options import SRDOptions, chosen_split_dir
 from utils import CLIError, SPLITS_DIR, readlines, run_cli, split_file_path
 
 POSE_SPLITS = ("odom_9", "odom_10")
@@ -426,10 +426,7 @@ def evaluate(opt, splits_dir=SPLITS_DIR):
 def main(argv=None, splits_dir=SPLITS_DIR):
     opt = SRDOptions("Evaluate depth checkpoints (KITTI Eigen / improved ground truth / benchmark, "
                      "the Eigen-style synthetic split with the Garg crop, Make3D)").parse(argv, mode="eval")
-    # an explicit --split_dir wins over the caller's default
-    if "split_dir" in explicit_flags(SRDOptions().parser, sys.argv[1:] if argv is None else argv):
-        splits_dir = opt.split_dir
-    return evaluate(opt, splits_dir)
+    return evaluate(opt, chosen_split_dir(opt, argv, splits_dir))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import eval_utils as E
 from layers import transformation_from_parameters
-from options import SRDOptions, explicit_flags
+from options import SRDOptions, chosen_split_dir
 from utils import CLIError, SPLITS_DIR, readlines, run_cli, split_file_path
 
 POSE_SPLIT_RE = re.compile(r"^(.*odom)_(\d+)$")
@@ -167,10 +167,7 @@ def main(argv=None, splits_dir=SPLITS_DIR):
     # Pose evaluation has no --eval_mono/--eval_stereo choice: validate as for training.
     opt = SRDOptions("Evaluate a pose network on KITTI odometry (absolute trajectory error of "
                      "5-frame snippets)").parse(argv, mode="train")
-    # an explicit --split_dir wins over the caller's default
-    if "split_dir" in explicit_flags(SRDOptions().parser, sys.argv[1:] if argv is None else argv):
-        splits_dir = opt.split_dir
-    return evaluate(opt, splits_dir)
+    return evaluate(opt, chosen_split_dir(opt, argv, splits_dir))
 
 
 if __name__ == "__main__":

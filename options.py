@@ -289,6 +289,14 @@ def explicit_flags(parser, args):
     return set(vars(probe.parse_known_args(args)[0]))
 
 
+def chosen_split_dir(opt, args, default):
+    """``--split_dir`` when it was given on the command line (``args``; None = sys.argv), else
+    ``default`` (what a caller such as a test passes in)."""
+    import sys
+    args = sys.argv[1:] if args is None else args
+    return opt.split_dir if "split_dir" in explicit_flags(SRDOptions().parser, args) else default
+
+
 def run_options_file(resume_path):
     """The opt.json of the run that ``--resume`` points to (run folder, weights folder or state file)."""
     path = os.path.abspath(os.path.expanduser(resume_path))
