@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import checkpointing as ckpt
 from datasets import build_dataset, check_data_path
-from layers import compute_depth_errors, disp_to_depth
+from layers import disp_to_depth
 from options import save_options
 from srd import SRDModel, Teacher, distillation_source, training_frame_ids
 from utils import CLIError, split_file_path
@@ -405,25 +405,20 @@ def weights_digest(model):
 def batch_depth_metrics(disp, depth_gt, min_depth, max_depth):
     """Eigen-protocol metrics of a batch: disp [B,1,h,w] -> gt size, Garg crop, median scaling.
 
-    Uses ``layers.compute_depth_errors`` (the one metrics function). Returns name -> float.
+    The same steps as ``evaluate_depth.py`` (``eval_utils.eval_mask``, ``scale_and_clip``,
+    ``depth_errors`` -> ``layers.compute_depth_errors``). Returns name -> float, or {} without gt.
     """
-    from eval_utils import garg_crop_mask
+    import eval_utils as E
     _, depth = disp_to_depth(disp, min_depth, max_depth)
     H, W = depth_gt.shape[-2:]
     depth = F.interpolate(depth, [H, W], mode="bilinear", align_corners=False)
-    crop = torch.from_numpy(garg_crop_mask(H, W)).to(depth_gt.device)
-    sums, n = {}, 0
-    for b in range(depth.shape[0]):
-        gt = depth_gt[b, 0]
-        valid = (gt > 1e-3) & (gt < 80) & crop
-        if valid.sum() == 0:
-            continue
-        g, p = gt[valid], depth[b, 0][valid]
-        p = (p * (g.median() / p.median())).clamp(1e-3, 80)
-        for k, v in compute_depth_errors(g, p).items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        n += 1
-    return {k: v / n for k, v in sums.items()} if n else {}
+    per_image = []
+    for pred, gt in zip(depth[:, 0].cpu().numpy(), depth_gt[:, 0].cpu().numpy()):
+        valid = E.eval_mask(gt, "eigen")
+        if valid.any():
+            scaled, _ = E.scale_and_clip(pred[valid], gt[valid])
+            per_image.append(E.depth_errors(gt[valid], scaled))
+    return {k: float(np.mean([m[k] for m in per_image])) for k in per_image[0]} if per_image else {}
 
 
 __all__ = ["Trainer", "NonFiniteLossError", "batch_depth_metrics"]
