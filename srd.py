@@ -6,6 +6,12 @@ source frame, warps the sources and returns ``(outputs, losses)`` where ``losses
 scalar terms (``photometric``, ``smoothness``, and ``distillation`` / ``mask_reg`` when active). The
 Trainer sums them. The teacher (``Teacher``: a frozen copy of the depth encoder + decoder) is passed in,
 not owned, so that DDP wraps only the student.
+
+Mixed precision (``--amp``): only the networks (student, teacher, pose, mask) run under autocast;
+their outputs are cast to float32 before the geometry and the losses. Under autocast the matrix
+products of back-projection and projection would run in bfloat16 / float16 (8 / 11 significant
+bits): pixel coordinates at 640 px would then be off by several pixels, and SSIM's variances
+(``E[x^2] - E[x]^2``) would cancel. The convolutions are where the time goes, so nothing is lost.
 """
 
 import copy
@@ -23,6 +29,26 @@ from networks import PoseCNN, PoseDecoder, ResnetEncoder, build_depth_decoder
 def training_frame_ids(opt):
     """Frame ids the loader must provide: ``--frame_ids`` plus ``"s"`` with ``--use_stereo``."""
     return list(opt.frame_ids) + (["s"] if opt.use_stereo else [])
+
+
+def amp_dtype(opt, device):
+    """The autocast dtype of ``--amp`` on ``device``: bfloat16 on the CPU, float16 on CUDA (the
+    Trainer adds a grad scaler); None without ``--amp``."""
+    if not opt.amp:
+        return None
+    return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+
+
+def to_float32(x):
+    """Cast the half-precision tensors (float16, bfloat16) in a network's output (tensor, dict, list
+    or tuple) to float32; other tensors (float32, float64, integer) are returned as they are."""
+    if torch.is_tensor(x):
+        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    if isinstance(x, dict):
+        return {k: to_float32(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_float32(v) for v in x)
+    return x
 
 
 def distillation_source(frame_ids):
@@ -54,11 +80,17 @@ class Teacher(nn.Module):
 
 
 class SRDModel(nn.Module):
-    """Student networks and the self-supervised loss of one step. See the module docstring."""
+    """Student networks and the self-supervised loss of one step. See the module docstring.
 
-    def __init__(self, opt):
+    Args:
+        opt: the training options.
+        amp_dtype: autocast dtype for the networks (``amp_dtype(opt, device)``), or None for float32.
+    """
+
+    def __init__(self, opt, amp_dtype=None):
         super().__init__()
         self.opt = opt
+        self.amp_dtype = amp_dtype
         self.frame_ids = training_frame_ids(opt)
         self.scales = list(opt.scales)
         self.num_input_frames = len(opt.frame_ids)
@@ -106,6 +138,11 @@ class SRDModel(nn.Module):
             nets["mask"] = self.mask_decoder
         return nets
 
+    def _autocast(self, like):
+        """Autocast context for a network forward on ``like``'s device (a no-op without --amp)."""
+        return torch.autocast(like.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
     # ------------------------------------------------------------------ forward
     def forward(self, inputs, teacher=None):
         outputs, features = self._predict_depth(inputs)
@@ -118,18 +155,22 @@ class SRDModel(nn.Module):
         return outputs, terms
 
     def _predict_depth(self, inputs):
+        """Depth (and predictive-mask) outputs in float32, and the encoder features per frame."""
+        with self._autocast(inputs[("color_aug", 0, 0)]):
+            features = self._encode(inputs)
+            outputs = dict(self.depth(features[0]))
+            if self.mask_decoder is not None:
+                for s, m in self.mask_decoder(features[0]).items():
+                    outputs[("predictive_mask", s[1])] = m
+        return to_float32(outputs), features
+
+    def _encode(self, inputs):
         if self.opt.pose_model_type == "shared":
             frames = [f for f in self.frame_ids if f != "s"]
             all_feats = self.encoder(torch.cat([inputs[("color_aug", f, 0)] for f in frames]))
             chunks = [torch.chunk(x, len(frames)) for x in all_feats]
-            features = {f: [c[i] for c in chunks] for i, f in enumerate(frames)}
-        else:
-            features = {0: self.encoder(inputs[("color_aug", 0, 0)])}
-        outputs = dict(self.depth(features[0]))
-        if self.mask_decoder is not None:
-            for s, m in self.mask_decoder(features[0]).items():
-                outputs[("predictive_mask", s[1])] = m
-        return outputs, features
+            return {f: [c[i] for c in chunks] for i, f in enumerate(frames)}
+        return {0: self.encoder(inputs[("color_aug", 0, 0)])}
 
     def _predict_poses(self, inputs, features):
         out = {}
@@ -147,12 +188,17 @@ class SRDModel(nn.Module):
         return out
 
     def _run_pose(self, inputs, features, frames):
-        if self.opt.pose_model_type == "shared":
-            return self.pose([features[f] for f in frames])
-        images = torch.cat([inputs[("color_aug", f, 0)] for f in frames], 1)
-        if self.opt.pose_model_type == "separate_resnet":
-            return self.pose([self.pose_encoder(images)])
-        return self.pose(images)
+        """(axisangle, translation) in float32 for ``frames`` (the pose network's input order)."""
+        with self._autocast(inputs[("color_aug", 0, 0)]):
+            if self.opt.pose_model_type == "shared":
+                out = self.pose([features[f] for f in frames])
+            else:
+                images = torch.cat([inputs[("color_aug", f, 0)] for f in frames], 1)
+                if self.opt.pose_model_type == "separate_resnet":
+                    out = self.pose([self.pose_encoder(images)])
+                else:
+                    out = self.pose(images)
+        return to_float32(out)
 
     def _store_pose(self, out, f, axisangle, translation, invert):
         out[("axisangle", 0, f)] = axisangle
@@ -235,8 +281,10 @@ class SRDModel(nn.Module):
         B = inputs[("color_aug", 0, 0)].shape[0]
         with torch.no_grad():
             images = torch.cat([inputs[("color_aug", 0, 0)], inputs[("color_aug", src, 0)]])
-            t_out = teacher(images)  # one forward for frame 0 and the source frame
-            t_depth = torch.cat([disp_to_depth(self._full_res(t_out[("disp", s)]).float(),
+            with self._autocast(images):
+                t_out = teacher(images)  # one forward for frame 0 and the source frame
+            t_out = to_float32(t_out)
+            t_depth = torch.cat([disp_to_depth(self._full_res(t_out[("disp", s)]),
                                                opt.min_depth, opt.max_depth)[1].view(2, B, 1,
                                                                                       opt.height,
                                                                                       opt.width)

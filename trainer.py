@@ -26,7 +26,7 @@ import checkpointing as ckpt
 from datasets import build_dataset, check_data_path
 from layers import disp_to_depth
 from options import save_options
-from srd import SRDModel, Teacher, distillation_source, training_frame_ids
+from srd import SRDModel, Teacher, amp_dtype, distillation_source, training_frame_ids
 from utils import CLIError, split_file_path
 
 
@@ -87,7 +87,8 @@ class Trainer:
         self.log_path = os.path.join(os.path.expanduser(opt.log_dir), opt.model_name)
         self.frame_ids = training_frame_ids(opt)
 
-        self.model = SRDModel(opt).to(self.device)
+        self.amp_dtype, self.scaler = self._setup_amp()
+        self.model = SRDModel(opt, amp_dtype=self.amp_dtype).to(self.device)
         if opt.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if opt.compile:
@@ -103,7 +104,6 @@ class Trainer:
         if opt.resume:
             self._resume(opt.resume)
         self.ddp_model = self._wrap_ddp()
-        self.amp_dtype, self.scaler = self._setup_amp()
         self.guard = NonFiniteGuard(self.device)
         self.writers = self._setup_logging()
         self.history = []  # one dict of logged scalars per log step (rank 0), for callers and tests
@@ -178,11 +178,10 @@ class Trainer:
         return DDP(model, device_ids=ids, find_unused_parameters=False)
 
     def _setup_amp(self):
-        if not self.opt.amp:
-            return None, None
-        if self.device.type == "cuda":
-            return torch.float16, torch.amp.GradScaler("cuda")
-        return torch.bfloat16, None
+        """(autocast dtype of the networks or None, grad scaler for float16 or None)."""
+        dtype = amp_dtype(self.opt, self.device)
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        return dtype, scaler
 
     def _setup_logging(self):
         if not self.is_main:
@@ -260,9 +259,7 @@ class Trainer:
     def train_step(self, inputs, check=True):
         """One optimisation step. Returns (outputs, terms dict, total loss)."""
         teacher = self.teacher if self.epoch >= self.opt.distill_start_epoch else None
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            outputs, terms = self.ddp_model(inputs, teacher)
+        outputs, terms = self.ddp_model(inputs, teacher)  # autocasts its networks under --amp
         total = sum(terms.values())
         self.guard.update(terms, self.step)
         if check:
@@ -376,6 +373,8 @@ class Trainer:
         ckpt.load_networks(self.model, os.path.dirname(state_file), self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
         if state["teacher"] is not None:
             self.teacher = Teacher(self.model.encoder, self.model.depth)
             self.teacher.load_state_dict(state["teacher"])

@@ -178,7 +178,7 @@ def trainer_shim(opt, model, device, teacher, train_step_model):
 def run_child(args, config):
     """Build and time one configuration; returns its result dict."""
     import torch
-    from srd import SRDModel, Teacher, training_frame_ids
+    from srd import SRDModel, Teacher, amp_dtype, training_frame_ids
     from trainer import Trainer
     malloc_keep = common.glibc_keep_freed_memory() if args.malloc_keep else False
     common.setup_threads(args.threads)
@@ -187,7 +187,7 @@ def run_child(args, config):
     opt, argv = build_opt(args, config)
     description, _, use_teacher = CONFIGS[config]
 
-    model = SRDModel(opt).to(device)
+    model = SRDModel(opt, amp_dtype=amp_dtype(opt, device)).to(device)
     if opt.channels_last:
         model.to(memory_format=torch.channels_last)
     teacher = Teacher(model.encoder, model.depth) if use_teacher else None
