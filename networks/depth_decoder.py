@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from layers import Conv3x3, ConvBlock, upsample
+from layers import ELU, Conv3x3, ConvBlock, upsample
 
 __all__ = [
     "NUM_CH_DEC",
@@ -58,7 +58,7 @@ class DisparityOffsetRefinement(nn.Module):
         self.offset_net = nn.Sequential(
             nn.Conv2d(num_in, hidden, kernel_size=1),
             nn.BatchNorm2d(hidden),
-            nn.ELU(inplace=True),
+            ELU(),
             nn.Conv2d(hidden, 2, kernel_size=3, padding=1, bias=False),
         )
         nn.init.zeros_(self.offset_net[-1].weight)

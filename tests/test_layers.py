@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from layers import (DEPTH_METRIC_NAMES, SSIM, BackprojectDepth, Conv3x3, ConvBlock, Project3D,
-                    compute_depth_errors, depth_to_disp, disp_to_depth, get_smooth_loss,
+                    box_mean3, compute_depth_errors, elu, depth_to_disp, disp_to_depth, get_smooth_loss,
                     get_translation_matrix, rot_from_axisangle, transformation_from_parameters,
                     upsample)
 
@@ -170,9 +170,58 @@ def test_conv_blocks_and_upsample():
     assert block(torch.randn(2, 2, 6, 7)).shape == (2, 5, 6, 7)
 
 
+def test_elu_equals_torch_elu_values_and_gradients():
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(4000) * 3, torch.tensor([0.0, -1e-8, 1e-8, -30.0, 30.0])])
+    x32 = x.clone().requires_grad_(True)
+    ref = x.clone().requires_grad_(True)
+    y, y_ref = elu(x32), F.elu(ref)
+    torch.testing.assert_close(y, y_ref, atol=2e-7, rtol=1e-6)
+    g = torch.randn_like(x)
+    y.backward(g)
+    y_ref.backward(g)
+    torch.testing.assert_close(x32.grad, ref.grad, atol=2e-7, rtol=1e-6)
+    # bfloat16 in, bfloat16 out, computed in float32: the correctly rounded ELU, exactly
+    xb = torch.randn(4000).bfloat16()
+    assert elu(xb).dtype == torch.bfloat16
+    assert torch.equal(elu(xb), F.elu(xb.float()).bfloat16())
+    assert torch.equal(elu(torch.tensor([-1.0, 0.0, 2.0])), torch.tensor([math.exp(-1) - 1, 0, 2]))
+
+
+def test_elu_gradcheck_float64():
+    x = torch.randn(3, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    x = x + torch.sign(x.detach()) * 1e-3  # away from the kink at 0
+    torch.autograd.gradcheck(elu, (x.detach().requires_grad_(True),))
+
+
+def test_box_mean3_equals_avg_pool_and_gradcheck():
+    x = torch.rand(2, 3, 7, 9, dtype=torch.float64)
+    torch.testing.assert_close(box_mean3(x), F.avg_pool2d(x, 3, stride=1), atol=1e-14, rtol=0)
+    by_hand = torch.arange(9.0, dtype=torch.float64).view(1, 1, 3, 3)
+    assert box_mean3(by_hand).item() == pytest.approx(4.0)  # mean of 0..8
+    torch.autograd.gradcheck(box_mean3, (x.requires_grad_(True),))
+    with pytest.raises(ValueError, match="at least 3x3"):
+        box_mean3(torch.zeros(1, 1, 2, 5))
+
+
 # ---------------------------------------------------------------------------------------------
 # SSIM and smoothness
 # ---------------------------------------------------------------------------------------------
+def test_ssim_against_float64_avg_pool_formulation():
+    """The SSIM (separable box means) against a direct float64 formulation with avg_pool2d."""
+    torch.manual_seed(1)
+    x, y = torch.rand(2, 3, 24, 40), torch.rand(2, 3, 24, 40)
+    xp = F.pad(x.double(), (1, 1, 1, 1), mode="reflect")
+    yp = F.pad(y.double(), (1, 1, 1, 1), mode="reflect")
+    mean = lambda t: F.avg_pool2d(t, 3, stride=1)  # noqa: E731
+    mx, my = mean(xp), mean(yp)
+    sx, sy, sxy = mean(xp * xp) - mx ** 2, mean(yp * yp) - my ** 2, mean(xp * yp) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = (2 * mx * my + c1) * (2 * sxy + c2) / ((mx ** 2 + my ** 2 + c1) * (sx + sy + c2))
+    expected = ((1 - ssim) / 2).clamp(0, 1)
+    torch.testing.assert_close(SSIM()(x, y).double(), expected, atol=1e-5, rtol=0)
+
+
 def test_ssim_zero_for_identical_and_grows_with_noise():
     torch.manual_seed(0)
     ssim = SSIM()
