@@ -100,7 +100,8 @@ def _add_optimization(p):
     g.add_argument("--scheduler_step_size", type=int, default=15,
                    help="epochs between x0.1 decays of --scheduler step")
     g.add_argument("--amp", action="store_true",
-                   help="mixed precision: bfloat16 autocast on CPU, float16 with a grad scaler on CUDA")
+                   help="mixed precision for the networks: bfloat16 autocast on CPU, float16 with "
+                        "a grad scaler on CUDA; geometry and losses stay float32")
     g.add_argument("--compile", action="store_true", help="torch.compile the networks")
     g.add_argument("--channels_last", action="store_true",
                    help="use the channels_last memory format for images and networks")

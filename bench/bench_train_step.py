@@ -80,8 +80,8 @@ def parse_args(argv=None):
                    help="untimed steps first (default: 1 on CPU, 3 on a GPU or with --compile; "
                         "--quick: 1)")
     p.add_argument("--amp", action="store_true",
-                   help="mixed precision as the Trainer's --amp: bfloat16 autocast on CPU, float16 "
-                        "with a grad scaler on CUDA")
+                   help="mixed precision as the Trainer's --amp: the networks under bfloat16 "
+                        "autocast on CPU, float16 with a grad scaler on CUDA; losses in float32")
     p.add_argument("--channels_last", action="store_true",
                    help="channels_last memory format for the networks and the images (--channels_last)")
     p.add_argument("--compile", action="store_true",

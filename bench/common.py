@@ -106,6 +106,23 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+# the instruction-set extensions that decide how fast fp32 / bfloat16 convolutions are on a CPU
+CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_flags():
+    """The CPU_FLAGS_OF_INTEREST this CPU has (from /proc/cpuinfo on Linux; [] elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in CPU_FLAGS_OF_INTEREST if flag in have]
+    except OSError:
+        pass
+    return []
+
+
 def describe_device(device):
     """One line naming the device: the GPU name for CUDA, the CPU model otherwise."""
     import torch
@@ -153,6 +170,8 @@ def environment(device=None):
         "torch_interop_threads": torch.get_num_interop_threads(),
         "opencv_threads": cv2.getNumThreads(),
         "cpu_count": os.cpu_count(),
+        "cpu_flags": cpu_flags(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "loadavg_at_start": load,
         "git_commit": commit,
@@ -169,6 +188,8 @@ def environment_lines(env):
              f"{env['torch_interop_threads']}), torchvision {env['torchvision']}, numpy "
              f"{env['numpy']}, opencv {env['opencv']} (threads {env['opencv_threads']}), "
              f"python {env['python']}",
+             f"CPU extensions: {' '.join(env.get('cpu_flags') or []) or '-'} (torch kernels: "
+             f"{env.get('torch_cpu_capability')})",
              f"load average at start: {env['loadavg_at_start']}  (cores: {env['cpu_count']})",
              f"commit: {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}"]
     if env.get("loadavg_at_start") and env["cpu_count"] and \
