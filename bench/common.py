@@ -94,16 +94,21 @@ def resolve_device(name):
 # --------------------------------------------------------------------------------------------
 # environment
 # --------------------------------------------------------------------------------------------
-def cpu_name():
-    """The CPU model name (from /proc/cpuinfo on Linux), or platform.processor()."""
+def cpuinfo_field(name):
+    """The value of the first ``name`` line of /proc/cpuinfo (Linux), or None."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name():
+    """The CPU model name (from /proc/cpuinfo on Linux), or platform.processor()."""
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 # the instruction-set extensions that decide how fast fp32 / bfloat16 convolutions are on a CPU
@@ -112,15 +117,8 @@ CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile
 
 def cpu_flags():
     """The CPU_FLAGS_OF_INTEREST this CPU has (from /proc/cpuinfo on Linux; [] elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [flag for flag in CPU_FLAGS_OF_INTEREST if flag in have]
-    except OSError:
-        pass
-    return []
+    have = set((cpuinfo_field("flags") or "").split())
+    return [flag for flag in CPU_FLAGS_OF_INTEREST if flag in have]
 
 
 def describe_device(device):
