@@ -247,7 +247,8 @@ class _ELUFromExp(torch.autograd.Function):
     """ELU (alpha = 1) as ``exp(min(x, 0)) - 1 + max(x, 0)``, in at least float32.
 
     PyTorch's CPU ELU goes through ``expm1``, which is not vectorised there: 4x slower than this
-    in float32 and 3x slower in bfloat16 (bench/README.md). ``exp(x) - 1`` loses relative precision
+    in float32 and 3x slower in bfloat16 (forward of a [4,16,192,640] map on the 2-core reference
+    CPU: 38 ms against 9.5 ms in float32). ``exp(x) - 1`` loses relative precision
     only for |x| near 0, where its absolute error (< 1.2e-7 in float32) is below the rounding of the
     activations themselves. The backward is PyTorch's own, from the saved output.
     """

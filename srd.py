@@ -190,15 +190,15 @@ class SRDModel(nn.Module):
     def _run_pose(self, inputs, features, frames):
         """(axisangle, translation) in float32 for ``frames`` (the pose network's input order)."""
         with self._autocast(inputs[("color_aug", 0, 0)]):
-            if self.opt.pose_model_type == "shared":
-                out = self.pose([features[f] for f in frames])
-            else:
-                images = torch.cat([inputs[("color_aug", f, 0)] for f in frames], 1)
-                if self.opt.pose_model_type == "separate_resnet":
-                    out = self.pose([self.pose_encoder(images)])
-                else:
-                    out = self.pose(images)
-        return to_float32(out)
+            return to_float32(self._pose_network(inputs, features, frames))
+
+    def _pose_network(self, inputs, features, frames):
+        if self.opt.pose_model_type == "shared":
+            return self.pose([features[f] for f in frames])
+        images = torch.cat([inputs[("color_aug", f, 0)] for f in frames], 1)
+        if self.opt.pose_model_type == "separate_resnet":
+            return self.pose([self.pose_encoder(images)])
+        return self.pose(images)
 
     def _store_pose(self, out, f, axisangle, translation, invert):
         out[("axisangle", 0, f)] = axisangle

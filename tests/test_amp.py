@@ -9,6 +9,7 @@ did run in bfloat16, and that the loss terms and gradients stay those of float32
 import pytest
 import torch
 
+from batch_helpers import add_intrinsics
 from layers import BackprojectDepth, Project3D
 from options import SRDOptions
 from srd import SRDModel, Teacher, amp_dtype, to_float32
@@ -31,12 +32,7 @@ def _batch(seed=0):
         for s in range(4):
             x = torch.nn.functional.interpolate(full, (H // 2 ** s, W // 2 ** s), mode="area")
             inputs[("color", f, s)] = inputs[("color_aug", f, s)] = x
-    for s in range(4):
-        K = torch.eye(4).repeat(B, 1, 1)
-        K[:, 0, 0], K[:, 1, 1] = 0.58 * W / 2 ** s, 1.92 * H / 2 ** s
-        K[:, 0, 2], K[:, 1, 2] = 0.5 * W / 2 ** s, 0.5 * H / 2 ** s
-        inputs[("K", s)], inputs[("inv_K", s)] = K, torch.linalg.inv(K)
-    return inputs
+    return add_intrinsics(inputs, B, H, W)
 
 
 def _model(dtype, *extra):

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from batch_helpers import add_intrinsics
 from options import SRDOptions
 from srd import SRDModel, Teacher
 from trainer import train_sampler
@@ -86,12 +87,7 @@ def _batch(B, H=64, W=96, seed=0):
         for s in range(4):
             x = torch.rand(B, 3, H // 2 ** s, W // 2 ** s, generator=g)
             inputs[("color", f, s)] = inputs[("color_aug", f, s)] = x
-    for s in range(4):
-        K = torch.eye(4).repeat(B, 1, 1)
-        K[:, 0, 0], K[:, 1, 1] = 0.58 * W / 2 ** s, 1.92 * H / 2 ** s
-        K[:, 0, 2], K[:, 1, 2] = 0.5 * W / 2 ** s, 0.5 * H / 2 ** s
-        inputs[("K", s)], inputs[("inv_K", s)] = K, torch.linalg.inv(K)
-    return inputs
+    return add_intrinsics(inputs, B, H, W)
 
 
 def _model():
