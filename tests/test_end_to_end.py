@@ -1,8 +1,9 @@
 """End to end on the synthetic scene: export ground truth -> train SRD briefly on the CPU -> the
 model must actually learn depth; then the evaluation and inference CLIs on the trained run.
 
-One training run (about 5 minutes on 2 cores) serves every test here but the --amp one, which trains
-the same configuration once more with bfloat16 networks (about 3.5 minutes).
+One training run (about 7 minutes on 2 cores with the scene generation) serves every test here but
+the --amp one, which trains the same configuration once more with bfloat16 networks (about 5
+minutes; at 192x64 the convolutions are too small for bfloat16 to save much).
 """
 
 import json
