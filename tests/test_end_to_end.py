@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 import checkpointing
+import demo
 import evaluate_depth
 import export_gt_depth
 from datasets import build_dataset
@@ -28,16 +29,13 @@ from trainer import Trainer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KITTI_FRAME = os.path.join(ROOT, "..", "shared", "assets", "kitti_frame_638x235.jpg")
 
-# The learning run: U-Net decoder + DOR + SRD (teacher from epoch 1), ResNet-18 from scratch, and
-# no auto-masking (see demo.DEMO_TRAIN_FLAGS: with it, the from-scratch pose net settles on a
-# sideways motion). Checkpoints at epochs 4 and 9.
+# The learning run is the demo's (demo.DEMO_TRAIN_FLAGS: U-Net decoder + DOR + SRD from epoch 1,
+# ResNet-18 from scratch, no auto-masking), pinned to 10 epochs with checkpoints at epochs 4 and 9;
+# argparse keeps the last value of a repeated flag.
 NUM_EPOCHS = 10
 LAST_WEIGHTS = f"weights_{NUM_EPOCHS - 1}"
-TRAIN_FLAGS = ["--split", "synthetic", "--height", "64", "--width", "192", "--batch_size", "4",
-               "--learning_rate", "2e-4", "--lr_gamma", "0.95", "--num_epochs", str(NUM_EPOCHS),
-               "--save_frequency", "5", "--depth_decoder", "unet", "--disable_automasking",
-               "--weights_init", "scratch", "--num_workers", "2", "--log_frequency", "5",
-               "--no_progress"]
+TRAIN_FLAGS = demo.DEMO_TRAIN_FLAGS + ["--num_epochs", str(NUM_EPOCHS), "--save_frequency", "5",
+                                       "--log_frequency", "5", "--no_progress"]
 
 
 def _eval_opt(data_path, split_dir):
