@@ -116,6 +116,11 @@ def _add_ablation(p):
                    help="average the reprojection loss over source frames instead of the per-pixel minimum")
     g.add_argument("--disable_automasking", action="store_true",
                    help="do not mask stationary pixels with the identity reprojection loss")
+    g.add_argument("--automask_warmup_epochs", type=int, default=-1,
+                   help="epochs at the start of a run trained without auto-masking before it is "
+                        "switched on (from scratch, auto-masking lets the pose net settle on a sideways "
+                        "motion: README 'Auto-masking warm-up'); -1 (default) = 1 with --weights_init "
+                        "scratch and no --load_weights_folder, else 0; 0 turns the warm-up off")
     g.add_argument("--predictive_mask", action="store_true",
                    help="learn an explainability mask (Zhou et al.); needs --disable_automasking")
     g.add_argument("--no_ssim", action="store_true", help="photometric loss is L1 only")
@@ -212,6 +217,21 @@ class SRDOptions:
 MonodepthOptions = SRDOptions
 
 
+def automask_warmup_epochs(opt):
+    """Epochs trained without auto-masking at the start of the run (``--automask_warmup_epochs``).
+
+    The automatic choice (-1) is 1 for a run from scratch (``--weights_init scratch`` and no
+    ``--load_weights_folder``) and 0 otherwise: the KITTI recipe from ImageNet weights is unchanged.
+    A run with ``--disable_automasking`` has no auto-masking to warm up.
+    """
+    if opt.disable_automasking:
+        return 0
+    if opt.automask_warmup_epochs >= 0:
+        return opt.automask_warmup_epochs
+    from_scratch = opt.weights_init == "scratch" and not opt.load_weights_folder
+    return 1 if from_scratch else 0
+
+
 def validate(opt, mode="train"):
     """Every cross-field rule, in one place. Raises OptionsError with a clear message."""
     rules = [
@@ -240,6 +260,9 @@ def validate(opt, mode="train"):
         (opt.num_workers >= 0, f"--num_workers {opt.num_workers} must be >= 0"),
         (opt.log_frequency >= 1, f"--log_frequency {opt.log_frequency} must be >= 1"),
         (opt.save_frequency >= 1, f"--save_frequency {opt.save_frequency} must be >= 1"),
+        (opt.automask_warmup_epochs >= -1,
+         f"--automask_warmup_epochs {opt.automask_warmup_epochs} must be >= 0 (or -1 for the "
+         "automatic choice)"),
         (opt.distill_weight >= 0, f"--distill_weight {opt.distill_weight} must be >= 0"),
         (opt.distill_start_epoch >= 1,
          f"--distill_start_epoch {opt.distill_start_epoch} must be >= 1 (the teacher is the student "

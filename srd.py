@@ -144,12 +144,15 @@ class SRDModel(nn.Module):
                               enabled=self.amp_dtype is not None)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, inputs, teacher=None):
+    def forward(self, inputs, teacher=None, automask=True):
+        """One step's outputs and loss terms. ``automask=False`` leaves auto-masking out of the loss
+        (the Trainer's warm-up, ``--automask_warmup_epochs``); the mask is still computed at scale 0
+        and returned as ``("automask", 0)`` so that its share can be logged."""
         outputs, features = self._predict_depth(inputs)
         if self.use_pose_net:
             outputs.update(self._predict_poses(inputs, features))
         self._warp_sources(inputs, outputs)
-        terms = self._photometric_and_smoothness(inputs, outputs)
+        terms = self._photometric_and_smoothness(inputs, outputs, automask)
         if teacher is not None:
             terms["distillation"] = self._distillation(inputs, outputs, teacher)
         return outputs, terms
@@ -238,7 +241,7 @@ class SRDModel(nn.Module):
                 invert=(f < 0))
         return outputs[("cam_T_cam", 0, f)]
 
-    def _photometric_and_smoothness(self, inputs, outputs):
+    def _photometric_and_smoothness(self, inputs, outputs, automask=True):
         opt = self.opt
         photometric, smoothness, mask_reg = 0.0, 0.0, 0.0
         identity_cache = {}
@@ -262,9 +265,15 @@ class SRDModel(nn.Module):
                 if not opt.v1_multiscale:
                     mask = self._full_res(mask)
                 mask_reg = mask_reg + 0.2 * F.binary_cross_entropy(mask, torch.ones_like(mask))
-            loss, automask = L.combine_reprojection(reproj, identity, opt.avg_reprojection, mask)
-            if automask is not None:
-                outputs[("automask", scale)] = automask.detach().float()
+            if identity is not None and not automask:
+                if scale == self.scales[0]:  # warm-up: the mask is only logged
+                    with torch.no_grad():
+                        _, kept = L.combine_reprojection(reproj, identity, opt.avg_reprojection, mask)
+                    outputs[("automask", scale)] = kept.float()
+                identity = None
+            loss, kept = L.combine_reprojection(reproj, identity, opt.avg_reprojection, mask)
+            if kept is not None:
+                outputs[("automask", scale)] = kept.detach().float()
             photometric = photometric + loss.mean()
             smooth = get_smooth_loss(outputs[("disp", scale)], inputs[("color", 0, scale)])
             smoothness = smoothness + opt.disparity_smoothness * smooth / (2 ** scale)

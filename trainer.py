@@ -25,7 +25,8 @@ from tqdm import tqdm
 import checkpointing as ckpt
 from datasets import build_dataset, check_data_path
 from layers import disp_to_depth
-from options import save_options
+from diagnostics import EpochDiagnostics, collapse_warning
+from options import automask_warmup_epochs, save_options
 from srd import SRDModel, Teacher, amp_dtype, distillation_source, training_frame_ids
 from utils import CLIError, split_file_path
 
@@ -107,6 +108,10 @@ class Trainer:
         self.guard = NonFiniteGuard(self.device)
         self.writers = self._setup_logging()
         self.history = []  # one dict of logged scalars per log step (rank 0), for callers and tests
+        self.automask_warmup = automask_warmup_epochs(opt)
+        self.diagnostics = EpochDiagnostics(self.frame_ids, self.device)
+        self.epoch_history = []  # one EpochDiagnostics summary per epoch (rank 0)
+        self.warned_collapse = False
 
     # ------------------------------------------------------------------ build
     def _setup_device(self):
@@ -211,6 +216,7 @@ class Trainer:
         try:
             for self.epoch in range(self.start_epoch, opt.num_epochs):
                 self.run_epoch()
+                self.log_epoch()
                 self.sync_buffers()
                 self.scheduler.step()
                 if self.use_distill and self.epoch + 1 >= opt.distill_start_epoch:
@@ -240,6 +246,7 @@ class Trainer:
         for inputs in bar:
             inputs = self._to_device(inputs)
             outputs, terms, total = self.train_step(inputs, check=self.step % check_every == 0)
+            self.diagnostics.update(outputs, terms)
             if self.step % self.opt.log_frequency == 0:
                 self.guard.check()
                 self.log_step(inputs, outputs, terms, total, time.time() - t0)
@@ -259,7 +266,8 @@ class Trainer:
     def train_step(self, inputs, check=True):
         """One optimisation step. Returns (outputs, terms dict, total loss)."""
         teacher = self.teacher if self.epoch >= self.opt.distill_start_epoch else None
-        outputs, terms = self.ddp_model(inputs, teacher)  # autocasts its networks under --amp
+        # autocasts its networks under --amp; no auto-masking in the warm-up epochs
+        outputs, terms = self.ddp_model(inputs, teacher, automask=self.automask_active)
         total = sum(terms.values())
         self.guard.update(terms, self.step)
         if check:
@@ -285,7 +293,39 @@ class Trainer:
             out[k] = v
         return out
 
+    @property
+    def automask_active(self):
+        """Whether this epoch's loss uses auto-masking (off in the ``--automask_warmup_epochs``)."""
+        return not self.opt.disable_automasking and self.epoch >= self.automask_warmup
+
     # ------------------------------------------------------------------ logging
+    def log_epoch(self):
+        """Per-epoch pose direction, auto-mask share and photometric loss: a log line, TensorBoard
+        scalars, ``epoch_history``; warns once when the run looks stuck in a sideways ego-motion."""
+        summary = self.diagnostics.summary()
+        if not self.is_main or not summary:
+            return
+        summary = {"epoch": self.epoch, "automask_in_loss": self.automask_active, **summary}
+        self.epoch_history.append(summary)
+        w = self.writers["train"]
+        for name in ("motion_x", "motion_y", "motion_z", "forward_share", "automask_share"):
+            if name in summary:
+                w.add_scalar(f"epoch/{name}", summary[name], self.step)
+        parts = [f"epoch {self.epoch}:"]
+        if "motion_x" in summary:
+            parts.append(f"camera motion (x {summary['motion_x']:+.2f}, y {summary['motion_y']:+.2f}, "
+                         f"z {summary['motion_z']:+.2f})")
+        if "automask_share" in summary:
+            state = "" if self.automask_active else " (warm-up: not in the loss)"
+            parts.append(f"auto-mask keeps {100 * summary['automask_share']:.0f}%{state}")
+        if "photometric" in summary:
+            parts.append(f"photometric {summary['photometric']:.4f}")
+        self.log(" ".join(parts))
+        message = collapse_warning(self.epoch_history)
+        if message and not self.warned_collapse:
+            self.warned_collapse = True
+            self.log(message)
+
     def log_step(self, inputs, outputs, terms, total, elapsed):
         if not self.is_main:
             return

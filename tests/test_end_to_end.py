@@ -30,7 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KITTI_FRAME = os.path.join(ROOT, "..", "shared", "assets", "kitti_frame_638x235.jpg")
 
 # The learning run is the demo's (demo.DEMO_TRAIN_FLAGS: U-Net decoder + DOR + SRD from epoch 1,
-# ResNet-18 from scratch, no auto-masking), pinned to 10 epochs with checkpoints at epochs 4 and 9;
+# ResNet-18 from scratch, auto-masking after its one-epoch warm-up), pinned to 10 epochs with
+# checkpoints at epochs 4 and 9;
 # argparse keeps the last value of a repeated flag.
 NUM_EPOCHS = 10
 LAST_WEIGHTS = f"weights_{NUM_EPOCHS - 1}"
@@ -108,6 +109,19 @@ def test_the_pose_network_learned_the_forward_motion_of_the_camera(trained_run):
         t = outputs[("cam_T_cam", 0, f)][:, :3, 3]
         cosine = forward * t[:, 2] / t.norm(dim=1)
         assert (cosine > 0.95).all(), (f, t)
+
+
+def test_the_camera_motion_is_forward_by_the_end_of_epoch_1_and_no_collapse_is_reported(trained_run):
+    """Auto-masking is on from epoch 1 (after the warm-up of a run from scratch): the pose network
+    must already move the camera along +z in epoch 1 and stay there, and the collapse warning of a
+    run stuck sideways must stay silent."""
+    trainer = trained_run["trainer"]
+    history = trainer.epoch_history
+    assert [e["automask_in_loss"] for e in history[:2]] == [False, True]
+    for e in history[1:]:
+        assert e["motion_z"] > 0.9 and e["forward_share"] > 0.95, e
+        assert 0.3 < e["automask_share"] < 1.0, e
+    assert not trainer.warned_collapse
 
 
 def test_distillation_is_logged_positive_from_epoch_1_and_keep_ratio_is_sane(trained_run):
