@@ -72,3 +72,28 @@ def test_official_encoder_reproduces_io_features():
         assert ours.shape == ref.shape
         rel = ((ours - ref).abs().max() / ref.abs().max()).item()
         assert rel < REL_TOL, rel
+
+
+@pytest.mark.slow
+def test_mpvit_trains_two_steps_with_teacher(mini_split, tmp_path):
+    import math
+
+    from tests.test_training import make_opt
+    from trainer import Trainer
+
+    trainer = Trainer(make_opt(mini_split(), tmp_path, "--encoder", "mpvit", "--depth_decoder", "hr"))
+    assert type(trainer.model.encoder).__name__ == "MPViTEncoder"
+    trainer.train()
+    assert [r["step"] for r in trainer.history] == [0, 1]
+    for record in trainer.history:
+        assert all(math.isfinite(v) for v in record.values()), record
+    assert "distillation" not in trainer.history[0] and "distillation" in trainer.history[1]
+
+
+def test_mpvit_pretrained_without_weights_file_is_one_clear_error(tmp_path):
+    from types import SimpleNamespace
+
+    from networks import PretrainedWeightsUnavailable, build_depth_encoder
+    opt = SimpleNamespace(encoder="mpvit", encoder_weights=str(tmp_path / "mpvit_small.pth"))
+    with pytest.raises(PretrainedWeightsUnavailable, match="mpvit_small.pth.*--weights_init scratch"):
+        build_depth_encoder(opt, pretrained=True)
