@@ -44,6 +44,12 @@ def _add_training(p):
                         + ", ".join(KNOWN_SPLITS))
     g.add_argument("--num_layers", type=int, default=18, choices=[18, 34, 50, 101, 152],
                    help="number of ResNet layers of the depth and pose encoders")
+    g.add_argument("--encoder", type=str, default="resnet", choices=["resnet", "mpvit"],
+                   help="depth encoder: ResNet (--num_layers) or MPViT-small, the official SRD "
+                        "code's default (features 64/128/216/288/288, drop-path 0.2)")
+    g.add_argument("--encoder_weights", type=str, default=None,
+                   help="with --encoder mpvit and --weights_init pretrained: path to the published "
+                        "ImageNet mpvit_small.pth (its 'model' entry is loaded non-strictly)")
     g.add_argument("--dataset", type=str, default="kitti",
                    choices=["kitti", "kitti_odom", "kitti_depth"],
                    help="dataset class to train on")

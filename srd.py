@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import losses as L
 from layers import (SSIM, BackprojectDepth, Project3D, disp_to_depth, get_smooth_loss,
                     transformation_from_parameters)
-from networks import PoseCNN, PoseDecoder, ResnetEncoder, build_depth_decoder
+from networks import PoseCNN, PoseDecoder, ResnetEncoder, build_depth_decoder, build_depth_encoder
 
 
 def training_frame_ids(opt):
@@ -98,8 +98,7 @@ class SRDModel(nn.Module):
         self.use_pose_net = not (opt.use_stereo and list(opt.frame_ids) == [0])
         pretrained = opt.weights_init == "pretrained"
 
-        self.encoder = ResnetEncoder(opt.num_layers, pretrained)
-        self.encoder.encoder.fc.requires_grad_(False)  # kept for Monodepth2 keys, never used
+        self.encoder = build_depth_encoder(opt, pretrained)
         self.depth = build_depth_decoder(opt.depth_decoder, self.encoder.num_ch_enc, self.scales,
                                          use_dor=not opt.no_dor)
         self.pose_encoder, self.pose = self._build_pose(opt, pretrained)

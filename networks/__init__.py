@@ -8,6 +8,7 @@ from networks.depth_decoder import DepthDecoder, DisparityHeads, DisparityOffset
 from networks.hr_decoder import HRDepthDecoder
 from networks.pose_decoder import PoseDecoder
 from networks.pose_cnn import PoseCNN
+from networks.mpvit_encoder import MPViTEncoder, load_imagenet_weights
 
 __all__ = [
     "ResnetEncoder",
@@ -19,6 +20,8 @@ __all__ = [
     "DisparityOffsetRefinement",
     "PoseDecoder",
     "PoseCNN",
+    "MPViTEncoder",
+    "build_depth_encoder",
     "DEPTH_DECODERS",
     "build_depth_decoder",
 ]
@@ -35,3 +38,27 @@ def build_depth_decoder(name, num_ch_enc, scales, use_dor, num_output_channels=1
         return DepthDecoder(num_ch_enc, scales, num_output_channels=num_output_channels,
                             use_dor=use_dor)
     raise ValueError(f"--depth_decoder {name!r} is unknown; choose one of {', '.join(DEPTH_DECODERS)}")
+
+
+def build_depth_encoder(opt, pretrained):
+    """The depth encoder chosen by ``--encoder``: ResNet (``--num_layers``) or MPViT-small.
+
+    For MPViT with ``pretrained``, ``--encoder_weights`` must name an ``mpvit_small.pth``; absent, a
+    :class:`PretrainedWeightsUnavailable` with a one-line message is raised (train.py: exit 2).
+    """
+    if getattr(opt, "encoder", "resnet") == "resnet":
+        enc = ResnetEncoder(opt.num_layers, pretrained)
+        enc.encoder.fc.requires_grad_(False)  # kept for Monodepth2 keys, never used
+        return enc
+    enc = MPViTEncoder()
+    if pretrained:
+        import os
+        path = getattr(opt, "encoder_weights", None)
+        if not path or not os.path.isfile(path):
+            raise PretrainedWeightsUnavailable(
+                f"--encoder mpvit: ImageNet weights file {path!r} not found; pass --encoder_weights "
+                "PATH/mpvit_small.pth or train with --weights_init scratch")
+        loaded, missing, unexpected = load_imagenet_weights(enc, path)
+        print(f"MPViT ImageNet weights {path}: loaded {len(loaded)} tensors, "
+              f"{len(missing)} missing, {len(unexpected)} not used")
+    return enc
