@@ -251,7 +251,8 @@ class SRDModel(nn.Module):
             reproj = torch.cat([L.reprojection_loss(outputs[("color", f, scale)], target, self.ssim)
                                 for f in sources], 1)
             identity = None
-            if not opt.disable_automasking:
+            # in the warm-up (automask=False) the mask is only logged, at the first scale
+            if not opt.disable_automasking and (automask or scale == self.scales[0]):
                 # without --v1_multiscale every scale compares the same full-resolution images
                 if src_scale not in identity_cache:
                     identity_cache[src_scale] = torch.cat(
@@ -265,10 +266,9 @@ class SRDModel(nn.Module):
                     mask = self._full_res(mask)
                 mask_reg = mask_reg + 0.2 * F.binary_cross_entropy(mask, torch.ones_like(mask))
             if identity is not None and not automask:
-                if scale == self.scales[0]:  # warm-up: the mask is only logged
-                    with torch.no_grad():
-                        _, kept = L.combine_reprojection(reproj, identity, opt.avg_reprojection, mask)
-                    outputs[("automask", scale)] = kept.float()
+                with torch.no_grad():
+                    _, kept = L.combine_reprojection(reproj, identity, opt.avg_reprojection, mask)
+                outputs[("automask", scale)] = kept.float()
                 identity = None
             loss, kept = L.combine_reprojection(reproj, identity, opt.avg_reprojection, mask)
             if kept is not None:
