@@ -33,6 +33,7 @@ def _launch(cmd, tmp_path):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_two_epochs(mini_split, tmp_path):
     data_path, split_dir = mini_split(4)
     log_dir = str(tmp_path / "logs")
@@ -49,6 +50,7 @@ def test_torchrun_two_processes_two_epochs(mini_split, tmp_path):
     assert '"world_size": 2' in (run / "models" / "environment.json").read_text()
 
 
+@pytest.mark.slow
 def test_legacy_launcher_one_epoch(mini_split, tmp_path):
     data_path, split_dir = mini_split(2)
     out = _launch([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2",
@@ -58,6 +60,7 @@ def test_legacy_launcher_one_epoch(mini_split, tmp_path):
     assert (tmp_path / "logs" / "ddp" / "models" / "weights_0" / "encoder.pth").is_file()
 
 
+@pytest.mark.slow
 def test_a_failing_rank_brings_the_job_down_with_its_message(mini_split, tmp_path):
     data_path, split_dir = mini_split(2)
     args = _train_args(data_path, split_dir, str(tmp_path / "logs"), 1)
@@ -132,6 +135,7 @@ def _ddp_worker(rank, world, port, b, out_file):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_of_b_equal_one_process_of_2b(tmp_path):
     b = 2
     out_file = str(tmp_path / "ddp_grads.pt")

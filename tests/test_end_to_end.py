@@ -26,6 +26,8 @@ from datasets import build_dataset
 from options import SRDOptions
 from trainer import Trainer
 
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KITTI_FRAME = os.path.join(ROOT, "..", "shared", "assets", "kitti_frame_638x235.jpg")
 
