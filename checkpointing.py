@@ -22,8 +22,10 @@ import subprocess
 import numpy as np
 import torch
 
-from networks.checkpoint import encoder_meta_from_opt
+from networks.checkpoint import (detect_encoder, encoder_meta_from_opt, official_hr_decoder,
+                                 strip_module_prefix)
 from networks.depth_decoder import monodepth2_depth_state_dict_to_unet
+from networks.hr_decoder import is_official_hr_state_dict
 from utils import CLIError
 
 STATE_FILE = "training_state.pt"
@@ -67,7 +69,10 @@ def load_networks(model, folder, device):
 def warm_start(model, folder, names, log):
     """``--load_weights_folder`` + ``--models_to_load``: load the listed networks, keys that match.
 
-    Works with Monodepth2 checkpoints (extra ``height``/``width``/``use_stereo`` entries are ignored).
+    Works with Monodepth2 checkpoints (extra ``height``/``width``/``use_stereo`` entries are ignored)
+    and with official SRD / MonoViT ones (``module.`` prefix dropped; an official HR ``depth.pth`` is
+    renamed to our keys, its never-read modules left out). A checkpoint encoder of another kind
+    (MPViT vs ResNet) than the run's is an error.
     """
     folder = os.path.expanduser(folder)
     if not os.path.isdir(folder):
@@ -77,14 +82,31 @@ def warm_start(model, folder, names, log):
         if name not in nets:
             log(f"warm start: this model has no '{name}' network, skipped")
             continue
-        sd = _load_state_dict(os.path.join(folder, f"{name}.pth"), "cpu")
-        if name == "depth" and any(k.startswith("decoder.") for k in sd):
-            sd = monodepth2_depth_state_dict_to_unet(sd)  # a Monodepth2 depth.pth
+        path = os.path.join(folder, f"{name}.pth")
+        sd = strip_module_prefix(_load_state_dict(path, "cpu"))
         own = nets[name].state_dict()
+        layout = ""
+        if name == "encoder":
+            theirs, _ = detect_encoder(sd)
+            ours, _ = detect_encoder(own)
+            if theirs is not None and ours is not None and theirs != ours:
+                raise CLIError(f"--load_weights_folder: {path} holds a {theirs} encoder but this run "
+                               f"builds a {ours} one; pass --encoder {theirs}")
+        if name == "depth" and is_official_hr_state_dict(sd):
+            try:
+                decoder, sd = official_hr_decoder(sd)
+            except (ValueError, KeyError) as exc:
+                raise CLIError(f"--load_weights_folder: {path}: {exc}") from None
+            sd = {k: v for k, v in sd.items() if not k.startswith("official_unused.")}
+            dor = "with" if decoder.heads.use_dor else "without"
+            layout = f"official HR decoder layout {dor} DOR, "
+        elif name == "depth" and any(k.startswith("decoder.") for k in sd):
+            sd = monodepth2_depth_state_dict_to_unet(sd)  # a Monodepth2 depth.pth
+            layout = "Monodepth2 layout, "
         matched = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
         own.update(matched)
         nets[name].load_state_dict(own)
-        log(f"warm start: {name} <- {folder} ({len(matched)}/{len(own)} tensors)")
+        log(f"warm start: {name} <- {folder} ({layout}{len(matched)}/{len(own)} tensors)")
 
 
 def find_training_state(path):

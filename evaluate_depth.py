@@ -348,7 +348,7 @@ def describe_run(opt, weights_folder, score_split, meta):
     """The options that matter for a metrics.json record."""
     model = None
     if meta is not None:
-        model = {k: meta.get(k) for k in ("height", "width", "num_layers", "depth_decoder",
+        model = {k: meta.get(k) for k in ("height", "width", "encoder", "num_layers", "depth_decoder",
                                           "use_dor", "use_stereo", "min_depth", "max_depth")}
     return {
         "split": score_split,

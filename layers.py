@@ -231,13 +231,14 @@ def upsample(x):
 class Conv3x3(nn.Module):
     """3x3 convolution with 1 pixel of reflection (or zero) padding; keeps H and W.
 
-    State-dict keys ``conv.weight``/``conv.bias`` as in Monodepth2.
+    State-dict keys ``conv.weight``/``conv.bias`` as in Monodepth2 (``conv.weight`` only with
+    ``bias=False``).
     """
 
-    def __init__(self, in_channels, out_channels, use_refl=True):
+    def __init__(self, in_channels, out_channels, use_refl=True, bias=True):
         super().__init__()
         self.pad = nn.ReflectionPad2d(1) if use_refl else nn.ZeroPad2d(1)
-        self.conv = nn.Conv2d(int(in_channels), int(out_channels), 3)
+        self.conv = nn.Conv2d(int(in_channels), int(out_channels), 3, bias=bias)
 
     def forward(self, x):
         return self.conv(self.pad(x))

@@ -362,8 +362,8 @@ class Trainer:
             w.add_image(f"disp/{j}", disp / disp.max().clamp(min=1e-6), self.step)
             if ("automask", 0) in outputs:
                 w.add_image(f"automask/{j}", outputs[("automask", 0)][j], self.step)
-            if ("offset", 0) in outputs:
-                mag = outputs[("offset", 0)][j].float().norm(dim=0, keepdim=True)
+            if ("delta", 0) in outputs:
+                mag = outputs[("delta", 0)][j].float().norm(dim=0, keepdim=True)
                 w.add_image(f"dor_offset/{j}", mag / mag.max().clamp(min=1e-6), self.step)
             if "mv_mask" in outputs:
                 w.add_image(f"multiview_mask/{j}", outputs["mv_mask"][j], self.step)

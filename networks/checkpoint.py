@@ -4,6 +4,12 @@ Layout: ``<run>/models/opt.json`` next to ``<run>/models/weights_<epoch>/{encode
 Each ``.pth`` is a plain state dict; ``encoder.pth`` also holds the entries of
 :data:`ENCODER_META_KEYS` (Monodepth2 stores ``height``, ``width`` and ``use_stereo`` there; SRD adds the
 model description), which :func:`load_depth_model` removes before loading the weights.
+
+:func:`load_depth_model` also reads the official SRD / MonoViT checkpoints (MPViT-small or ResNet
+``encoder.pth`` + HR decoder ``depth.pth`` in the official layout, with or without DOR, with or
+without DataParallel's ``module.`` prefix) and Monodepth2's: the encoder and the official decoder
+layout are recognised from the keys (:func:`detect_encoder`,
+:func:`networks.hr_decoder.is_official_hr_state_dict`).
 """
 
 import json
@@ -14,19 +20,27 @@ import torch
 
 from networks import build_depth_decoder
 from networks.depth_decoder import monodepth2_depth_state_dict_to_unet
+from networks.hr_decoder import (HRDepthDecoder, is_official_hr_state_dict, official_hr_config,
+                                 official_to_ours)
+from networks.mpvit_encoder import MPViTEncoder
 from networks.resnet_encoder import ResnetEncoder
 
 __all__ = ["ENCODER_META_KEYS", "META_DEFAULTS", "encoder_meta_from_opt", "save_state_dict_atomic",
-           "load_depth_model"]
+           "load_depth_model", "strip_module_prefix", "detect_encoder", "describe_encoder",
+           "official_hr_num_ch_enc", "official_hr_decoder"]
 
-ENCODER_META_KEYS = ("height", "width", "use_stereo", "num_layers", "depth_decoder", "use_dor",
-                     "min_depth", "max_depth")
+ENCODER_META_KEYS = ("height", "width", "use_stereo", "encoder", "num_layers", "depth_decoder",
+                     "use_dor", "min_depth", "max_depth")
+
+# (bottleneck blocks, number of blocks in layer3) -> ResNet depth
+_RESNET_LAYOUTS = {(False, 2): 18, (False, 6): 34, (True, 6): 50, (True, 23): 101, (True, 36): 152}
 
 # What a Monodepth2 checkpoint without any description means.
 META_DEFAULTS = {
     "height": 192,
     "width": 640,
     "use_stereo": False,
+    "encoder": "resnet",
     "min_depth": 0.1,
     "max_depth": 100.0,
     "num_layers": 18,
@@ -35,8 +49,8 @@ META_DEFAULTS = {
     "scales": [0, 1, 2, 3],
 }
 
-_OPT_JSON_KEYS = ("height", "width", "use_stereo", "min_depth", "max_depth", "num_layers",
-                  "depth_decoder", "scales")
+_OPT_JSON_KEYS = ("height", "width", "use_stereo", "min_depth", "max_depth", "encoder",
+                  "num_layers", "depth_decoder", "scales")
 
 
 def encoder_meta_from_opt(opt):
@@ -45,6 +59,7 @@ def encoder_meta_from_opt(opt):
         "height": int(opt.height),
         "width": int(opt.width),
         "use_stereo": bool(opt.use_stereo),
+        "encoder": str(getattr(opt, "encoder", "resnet")),
         "num_layers": int(opt.num_layers),
         "depth_decoder": str(opt.depth_decoder),
         "use_dor": not bool(opt.no_dor),
@@ -68,12 +83,60 @@ def save_state_dict_atomic(state, path):
         raise
 
 
+def strip_module_prefix(state):
+    """``state`` without the ``module.`` prefix that (Distributed)DataParallel leaves on keys."""
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def detect_encoder(state):
+    """``("mpvit", None)``, ``("resnet", num_layers)`` or ``(None, None)`` from an encoder state dict's
+    keys (ResNet depth from the block type and the number of blocks in layer3)."""
+    if "stem.0.conv.weight" in state or any(k.startswith("patch_embed_stages.") for k in state):
+        return "mpvit", None
+    if "encoder.conv1.weight" in state:
+        bottleneck = "encoder.layer1.0.conv3.weight" in state
+        blocks = {int(k.split(".")[2]) for k in state if k.startswith("encoder.layer3.")}
+        return "resnet", _RESNET_LAYOUTS.get((bottleneck, len(blocks)))
+    return None, None
+
+
+def describe_encoder(meta):
+    return "MPViT-small" if meta["encoder"] == "mpvit" else f"ResNet-{meta['num_layers']}"
+
+
+def official_hr_num_ch_enc(state):
+    """The encoder channels an official HR ``depth.pth`` was built for (from its weight shapes)."""
+    channels = [int(state["convs.X_10_Conv_1.conv.conv.weight"].shape[1])
+                - int(state["convs.X_10_Conv_0.conv.conv.weight"].shape[0])]
+    channels += [int(state[f"convs.f{i}.conv_se.weight"].shape[1]) for i in range(1, 5)]
+    return channels
+
+
+def official_hr_decoder(state, num_ch_enc=None, scales=None):
+    """Our :class:`~networks.hr_decoder.HRDepthDecoder` for an official HR ``depth.pth`` state dict
+    (``module.`` prefix already stripped) and that state renamed to its keys.
+
+    The configuration (DOR or not, output scales, the ``official_unused`` modules to hold) comes from
+    the keys; ``num_ch_enc`` defaults to what the weight shapes say; ``scales`` may narrow the output
+    scales of a DOR decoder. Returns ``(decoder, state in our keys)``; raises ValueError if the keys
+    are not exactly the official layout.
+    """
+    use_dor, file_scales, unused = official_hr_config(state)
+    if num_ch_enc is None:
+        num_ch_enc = official_hr_num_ch_enc(state)
+    if scales is None or not use_dor:
+        scales = file_scales
+    decoder = HRDepthDecoder(num_ch_enc, scales, use_dor=use_dor, official_unused=unused)
+    return decoder, official_to_ours(state, decoder)
+
+
 def _normalise_meta(meta):
     meta["height"] = int(meta["height"])
     meta["width"] = int(meta["width"])
     meta["use_stereo"] = bool(meta["use_stereo"])
     meta["min_depth"] = float(meta["min_depth"])
     meta["max_depth"] = float(meta["max_depth"])
+    meta["encoder"] = str(meta["encoder"])
     meta["num_layers"] = int(meta["num_layers"])
     meta["depth_decoder"] = str(meta["depth_decoder"])
     meta["use_dor"] = bool(meta["use_dor"])
@@ -118,18 +181,22 @@ def _load_strict(module, state, path, what):
         raise RuntimeError(f"{path} does not fit the {what}: {first}") from None
 
 
-def load_depth_model(weights_folder, device, opt_overrides=None):
+def load_depth_model(weights_folder, device, opt_overrides=None, log=print):
     """Build the depth encoder and decoder of a weights folder and load their weights.
 
     The model description (``meta``) is assembled from, in increasing priority: :data:`META_DEFAULTS`
     (Monodepth2: ResNet-18, U-Net, no DOR, depth 0.1-100), ``<weights_folder>/../opt.json``, the extra
-    entries in ``encoder.pth``, and ``opt_overrides`` (a dict with keys of ``META_DEFAULTS``).
-    Monodepth2's own ``depth.pth`` (keys ``decoder.N.*``) is renamed to the U-Net's keys.
+    entries in ``encoder.pth``, what the keys tell (the encoder: MPViT-small or ResNet-N; the
+    official SRD / MonoViT HR decoder layout, with or without DOR) and ``opt_overrides`` (a dict with
+    keys of ``META_DEFAULTS``). A ``module.`` key prefix is dropped. Monodepth2's own ``depth.pth``
+    (keys ``decoder.N.*``) is renamed to the U-Net's keys, an official HR ``depth.pth`` to ours
+    (:func:`~networks.hr_decoder.official_to_ours`, strict).
 
     Args:
-        weights_folder: ``<run>/models/weights_<epoch>``.
+        weights_folder: ``<run>/models/weights_<epoch>`` or a folder with official files.
         device: where to map the weights and put the models.
         opt_overrides: optional dict overriding entries of ``meta``.
+        log: called with one line saying what was loaded (None: silent).
     Returns:
         ``(encoder, decoder, meta)``, both models in eval mode on ``device``; ``meta`` has the keys of
         :data:`META_DEFAULTS`.
@@ -146,23 +213,56 @@ def load_depth_model(weights_folder, device, opt_overrides=None):
 
     encoder_path = os.path.join(folder, "encoder.pth")
     depth_path = os.path.join(folder, "depth.pth")
-    encoder_state = _load_state(encoder_path, device)
-    depth_state = _load_state(depth_path, device)
+    encoder_state = strip_module_prefix(_load_state(encoder_path, device))
+    depth_state = strip_module_prefix(_load_state(depth_path, device))
 
     meta = dict(META_DEFAULTS)
     meta.update(_meta_from_opt_json(os.path.join(os.path.dirname(os.path.abspath(folder)),
                                                  "opt.json")))
     meta.update({key: encoder_state.pop(key) for key in ENCODER_META_KEYS if key in encoder_state})
+    kind, num_layers = detect_encoder(encoder_state)
+    if kind is not None:
+        meta["encoder"] = kind
+    if num_layers is not None:
+        meta["num_layers"] = num_layers
+    official = is_official_hr_state_dict(depth_state)
+    if official:
+        use_dor, scales, _ = official_hr_config(depth_state)
+        meta["scales"] = scales
     meta.update(overrides)
+    if official:  # the file decides the decoder; an override may only narrow a DOR model's scales
+        meta.update({"depth_decoder": "hr", "use_dor": use_dor})
+        if not use_dor:
+            meta["scales"] = scales
     meta = _normalise_meta(meta)
 
-    encoder = ResnetEncoder(meta["num_layers"], pretrained=False)
-    _load_strict(encoder, encoder_state, encoder_path, f"ResNet-{meta['num_layers']} encoder")
+    if meta["encoder"] == "mpvit":
+        encoder = MPViTEncoder()
+    else:
+        encoder = ResnetEncoder(meta["num_layers"], pretrained=False)
+    _load_strict(encoder, encoder_state, encoder_path, f"{describe_encoder(meta)} encoder")
 
-    decoder = build_depth_decoder(meta["depth_decoder"], encoder.num_ch_enc, meta["scales"],
-                                  meta["use_dor"])
-    if meta["depth_decoder"] == "unet" and not meta["use_dor"]:
-        depth_state = monodepth2_depth_state_dict_to_unet(depth_state, meta["scales"])
     dor = "with" if meta["use_dor"] else "without"
-    _load_strict(decoder, depth_state, depth_path, f"{meta['depth_decoder']} decoder {dor} DOR")
+    what = f"{meta['depth_decoder']} decoder {dor} DOR"
+    if official:
+        try:
+            decoder, depth_state = official_hr_decoder(depth_state, encoder.num_ch_enc,
+                                                       meta["scales"])
+        except (ValueError, KeyError) as exc:
+            raise RuntimeError(f"{depth_path} (official HR decoder layout) does not fit the "
+                               f"{what}: {exc}") from None
+        source = "official SRD" if meta["use_dor"] else "official MonoViT / HR-Depth"
+    else:
+        decoder = build_depth_decoder(meta["depth_decoder"], encoder.num_ch_enc, meta["scales"],
+                                      meta["use_dor"])
+        source = "SRD"
+        if meta["depth_decoder"] == "unet" and not meta["use_dor"] \
+                and any(k.startswith("decoder.") for k in depth_state):
+            depth_state = monodepth2_depth_state_dict_to_unet(depth_state, meta["scales"])
+            source = "Monodepth2"
+    _load_strict(decoder, depth_state, depth_path, what)
+    if log is not None:
+        name = "HR" if meta["depth_decoder"] == "hr" else "U-Net"
+        log(f"loaded {source} checkpoint: {describe_encoder(meta)} encoder + {name} decoder {dor} "
+            f"DOR from {folder}")
     return encoder.to(device).eval(), decoder.to(device).eval(), meta

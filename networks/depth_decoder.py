@@ -38,13 +38,14 @@ def check_scales(scales):
 
 
 class DisparityOffsetRefinement(nn.Module):
-    """One DOR step: coarse disparity + features -> finer disparity.
+    """One DOR step: coarse disparity + features -> finer disparity (the official SRD head).
 
     The coarser decoder feature is upsampled bilinearly (``align_corners=True``) to the finer size and
-    concatenated with the finer feature; ``1x1 conv -> BN -> ELU -> 3x3 conv`` (no bias, zero
-    initialised) predicts a 2-channel offset ``(dx, dy)`` in pixels of the finer map. The coarse
-    disparity is resampled at ``(x + dx, y + dy)`` (see :meth:`warp`), concatenated with the finer
-    feature, and a 3x3 conv + sigmoid gives the finer disparity.
+    concatenated *before* the finer feature; ``offset_net`` = ``1x1 conv (no bias) -> BatchNorm ->
+    ELU -> 3x3 conv (reflection padding, no bias, zero initialised)`` predicts a 2-channel offset
+    ``(dx, dy)`` in pixels of the finer map (the official ``delta_gen``). The coarse disparity is
+    resampled at ``(x + dx, y + dy)`` (see :meth:`warp`), concatenated *before* the finer feature,
+    and a 3x3 conv (reflection padding) + sigmoid gives the finer disparity.
 
     Args:
         num_ch_coarse: channels of the coarser decoder feature.
@@ -56,12 +57,12 @@ class DisparityOffsetRefinement(nn.Module):
         num_in = int(num_ch_coarse) + int(num_ch_fine)
         hidden = num_in // 2
         self.offset_net = nn.Sequential(
-            nn.Conv2d(num_in, hidden, kernel_size=1),
+            nn.Conv2d(num_in, hidden, kernel_size=1, bias=False),
             nn.BatchNorm2d(hidden),
             ELU(),
-            nn.Conv2d(hidden, 2, kernel_size=3, padding=1, bias=False),
+            Conv3x3(hidden, 2, bias=False),
         )
-        nn.init.zeros_(self.offset_net[-1].weight)
+        nn.init.zeros_(self.offset_net[-1].conv.weight)
         self.disp_conv = Conv3x3(int(num_ch_fine) + 1, 1)
 
     @staticmethod
@@ -71,8 +72,9 @@ class DisparityOffsetRefinement(nn.Module):
         Fine pixel ``x`` (0..Wf-1) corresponds to coarse pixel ``x*(Wc-1)/(Wf-1)`` (corner-aligned), so
         with a zero offset the result equals
         ``F.interpolate(coarse_disp, (Hf, Wf), mode="bilinear", align_corners=True)``. Channel 0 of the
-        offset is x, channel 1 is y, both in fine pixels; samples beyond the border are clamped.
-        Returns ``[B,C,Hf,Wf]``.
+        offset is x, channel 1 is y, both in fine pixels. As in the official code, samples beyond the
+        border read zeros (``grid_sample``'s default ``padding_mode="zeros"``): a sample half a coarse
+        pixel outside the map gets half the edge value. Returns ``[B,C,Hf,Wf]``.
         """
         height, width = offset_px.shape[-2:]
         if height < 2 or width < 2:
@@ -84,7 +86,7 @@ class DisparityOffsetRefinement(nn.Module):
         x = xs + offset_px[:, 0].to(dtype)
         y = ys + offset_px[:, 1].to(dtype)
         grid = torch.stack([2.0 * x / (width - 1) - 1.0, 2.0 * y / (height - 1) - 1.0], dim=-1)
-        return F.grid_sample(coarse_disp.to(dtype), grid, mode="bilinear", padding_mode="border",
+        return F.grid_sample(coarse_disp.to(dtype), grid, mode="bilinear", padding_mode="zeros",
                              align_corners=True)
 
     def forward(self, coarse_feat, coarse_disp, fine_feat):
@@ -107,8 +109,8 @@ class DisparityHeads(nn.Module):
         use_dor: chain DOR steps 3->2->1->0 (all four scales are computed internally).
 
     forward(features) where ``features[s]`` is ``[B,num_ch_dec[s],H/2^s,W/2^s]`` -> dict with
-    ``("disp", s)`` for requested scales and, with DOR, ``("offset", s)`` ``[B,2,H/2^s,W/2^s]`` for
-    s in 2, 1, 0.
+    ``("disp", s)`` for requested scales and, with DOR, ``("delta", s)`` ``[B,2,H/2^s,W/2^s]`` (the
+    DOR offsets in pixels of that scale, channel 0 = x) for s in 2, 1, 0.
     """
 
     def __init__(self, num_ch_dec, scales, num_output_channels=1, use_dor=True):
@@ -142,7 +144,7 @@ class DisparityHeads(nn.Module):
             outputs[("disp", DOR_COARSEST_SCALE)] = disp
         for s in range(DOR_COARSEST_SCALE - 1, -1, -1):
             disp, offset = self.dor[str(s)](features[s + 1], disp, features[s])
-            outputs[("offset", s)] = offset
+            outputs[("delta", s)] = offset
             if s in self.scales:
                 outputs[("disp", s)] = disp
         return outputs
@@ -162,7 +164,7 @@ class DepthDecoder(nn.Module):
         use_dor: disparity offset refinement (else one plain head per scale).
 
     forward(list of 5 encoder features) -> ``{("disp", s): [B,C,H/2^s,W/2^s] in (0,1)}`` plus, with DOR,
-    ``("offset", s): [B,2,H/2^s,W/2^s]`` for s in 2, 1, 0.
+    ``("delta", s): [B,2,H/2^s,W/2^s]`` (DOR offsets) for s in 2, 1, 0.
     """
 
     def __init__(self, num_ch_enc, scales=range(4), num_output_channels=1, use_skips=True,

@@ -138,18 +138,20 @@ def test_dor_offset_moves_ramp_by_hand_computed_pixels():
     offset = torch.zeros(1, 2, 3, 5)
     warp = DisparityOffsetRefinement.warp
     assert torch.allclose(warp(coarse, offset)[0, 0, 0], torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
-    offset[:, 0] = 1.0   # +1 fine pixel in x: sample one column to the right, border clamps
+    offset[:, 0] = 1.0   # +1 fine pixel in x: sample one column to the right; beyond the border
+    # zeros are read (official padding): the last sample is half a coarse pixel out -> 1.0 / 2
     assert torch.allclose(warp(coarse, offset)[0, 0],
-                          torch.tensor([0.25, 0.5, 0.75, 1.0, 1.0]).expand(3, 5), atol=1e-6)
+                          torch.tensor([0.25, 0.5, 0.75, 1.0, 0.5]).expand(3, 5), atol=1e-6)
     offset[:, 0] = -0.5
     assert torch.allclose(warp(coarse, offset)[0, 0],
                           torch.tensor([0.0, 0.125, 0.375, 0.625, 0.875]).expand(3, 5), atol=1e-6)
-    # y offsets move a vertical ramp: coarse rows 0, 1 -> fine rows 0, .5, 1; +1 px -> .5, 1, 1
+    # y offsets move a vertical ramp: coarse rows 0, 1 -> fine rows 0, .5, 1; +1 px -> .5, 1, .5
+    # (the last row samples coarse row 1.5: half the edge value, half the zero beyond)
     vertical = torch.tensor([0.0, 1.0]).view(1, 1, 2, 1).expand(1, 1, 2, 3).contiguous()
     offset = torch.zeros(1, 2, 3, 5)
     offset[:, 1] = 1.0
     assert torch.allclose(warp(vertical, offset)[0, 0],
-                          torch.tensor([0.5, 1.0, 1.0])[:, None].expand(3, 5), atol=1e-6)
+                          torch.tensor([0.5, 1.0, 0.5])[:, None].expand(3, 5), atol=1e-6)
 
 
 def test_dor_warp_gradcheck_float64():
@@ -175,7 +177,7 @@ def test_decoder_outputs(name, use_dor, num_ch_enc):
         outputs = decoder(_features(num_ch_enc, SMALL_H, SMALL_W))
     expected_keys = {("disp", s) for s in range(4)}
     if use_dor:
-        expected_keys |= {("offset", s) for s in (2, 1, 0)}
+        expected_keys |= {("delta", s) for s in (2, 1, 0)}
     assert set(outputs) == expected_keys
     for s in range(4):
         disp = outputs[("disp", s)]
@@ -183,7 +185,7 @@ def test_decoder_outputs(name, use_dor, num_ch_enc):
         assert (disp > 0).all() and (disp < 1).all()
     if use_dor:
         for s in (2, 1, 0):
-            offset = outputs[("offset", s)]
+            offset = outputs[("delta", s)]
             assert offset.shape == (2, 2, SMALL_H // 2 ** s, SMALL_W // 2 ** s)
             assert torch.equal(offset, torch.zeros_like(offset))  # zero-initialised head
 
@@ -196,14 +198,14 @@ def test_hr_decoder_with_resnet18_at_640x192():
     for s in range(4):
         assert outputs[("disp", s)].shape == (1, 1, 192 // 2 ** s, 640 // 2 ** s)
     for s in (2, 1, 0):
-        assert outputs[("offset", s)].shape == (1, 2, 192 // 2 ** s, 640 // 2 ** s)
+        assert outputs[("delta", s)].shape == (1, 2, 192 // 2 ** s, 640 // 2 ** s)
 
 
 def test_decoder_scale_subset_channels_and_errors():
     feats = _features([64, 64, 128, 256, 512], SMALL_H, SMALL_W)
     with torch.no_grad():
         only_full = DepthDecoder([64, 64, 128, 256, 512], scales=[0], use_dor=True)(feats)
-    assert set(only_full) == {("disp", 0), ("offset", 2), ("offset", 1), ("offset", 0)}
+    assert set(only_full) == {("disp", 0), ("delta", 2), ("delta", 1), ("delta", 0)}
     plain = HRDepthDecoder([64, 64, 128, 256, 512], scales=[1, 3], use_dor=False)
     assert not hasattr(plain, "full_res_conv_0")
     with torch.no_grad():
@@ -310,14 +312,14 @@ def test_save_load_round_trip(tmp_path):
 
     enc2, dec2, meta = load_depth_model(str(weights), "cpu")
     assert meta == {"height": SMALL_H, "width": SMALL_W, "use_stereo": False, "min_depth": 0.1,
-                    "max_depth": 100.0, "num_layers": 18, "depth_decoder": "hr", "use_dor": True,
-                    "scales": [0, 1, 2, 3]}
+                    "max_depth": 100.0, "encoder": "resnet", "num_layers": 18,
+                    "depth_decoder": "hr", "use_dor": True, "scales": [0, 1, 2, 3]}
     assert not enc2.training and not dec2.training
     image = torch.rand(1, 3, SMALL_H, SMALL_W)
     with torch.no_grad():
         expected = decoder(encoder(image))
         actual = dec2(enc2(image))
-    assert expected[("offset", 0)].abs().max() > 0
+    assert expected[("delta", 0)].abs().max() > 0
     assert set(actual) == set(expected)
     for key in expected:
         assert torch.equal(actual[key], expected[key]), key
