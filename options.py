@@ -84,6 +84,10 @@ def _add_srd(p):
                    help="disable self-reference distillation (no teacher, no multiview check)")
     g.add_argument("--distill_weight", type=float, default=0.1,
                    help="weight of the distillation term per scale")
+    g.add_argument("--teacher_mode", type=str, default="eval", choices=["eval", "train"],
+                   help="mode of the teacher's forward: eval (BatchNorm running statistics, no "
+                        "drop-path: a deterministic teacher) or train (the official code: BatchNorm "
+                        "batch statistics of each frame's batch, drop-path active with --encoder mpvit)")
     g.add_argument("--distill_start_epoch", type=int, default=1,
                    help="first epoch with a teacher (the teacher of epoch e is the student at the end "
                         "of epoch e-1)")
@@ -93,7 +97,14 @@ def _add_optimization(p):
     g = p.add_argument_group("optimization")
     g.add_argument("--batch_size", type=int, default=12,
                    help="batch size per process (under DDP the global batch is batch_size x world size)")
-    g.add_argument("--learning_rate", type=float, default=1e-4, help="learning rate of every group")
+    g.add_argument("--learning_rate", type=float, default=1e-4,
+                   help="learning rate of the depth encoder, and of every other network unless "
+                        "--lr_decoder is given")
+    g.add_argument("--lr_decoder", type=float, default=None,
+                   help="learning rate of the depth decoder, pose network (and mask decoder); "
+                        "default: --learning_rate. The official SRD code trains these at 1e-4 whatever "
+                        "--learning_rate says (which then applies to the encoder only): "
+                        "--lr_decoder 1e-4 reproduces that. Both groups follow --scheduler")
     g.add_argument("--num_epochs", type=int, default=20, help="number of epochs")
     g.add_argument("--optimizer", type=str, default="adamw", choices=["adamw", "adam"],
                    help="adamw (official SRD) or adam (Monodepth2)")
@@ -263,6 +274,8 @@ def validate(opt, mode="train"):
         (opt.batch_size >= 1, f"--batch_size {opt.batch_size} must be at least 1"),
         (opt.num_epochs >= 1, f"--num_epochs {opt.num_epochs} must be at least 1"),
         (opt.learning_rate > 0, f"--learning_rate {opt.learning_rate} must be positive"),
+        (opt.lr_decoder is None or opt.lr_decoder > 0,
+         f"--lr_decoder {opt.lr_decoder} must be positive"),
         (opt.num_workers >= 0, f"--num_workers {opt.num_workers} must be >= 0"),
         (opt.log_frequency >= 1, f"--log_frequency {opt.log_frequency} must be >= 1"),
         (opt.save_frequency >= 1, f"--save_frequency {opt.save_frequency} must be >= 1"),

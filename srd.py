@@ -59,24 +59,42 @@ def distillation_source(frame_ids):
 
 
 class Teacher(nn.Module):
-    """Frozen copy of the student's depth encoder + decoder, run in eval mode under no_grad.
+    """Frozen copy of the student's depth encoder + decoder, run under no_grad.
 
-    It runs in the channels_last memory format (same numbers, ~15% faster forward on the CPU,
-    which is most of SRD's overhead per step: bench/bench_train_step.py).
+    Args:
+        encoder, depth: the student's networks (deep-copied).
+        mode: "eval" (default): BatchNorm running statistics and no drop-path, a deterministic
+            teacher. "train" (the official code): BatchNorm normalises with the statistics of the batch
+            it is given and drop-path is active (MPViT); each frame is then run as its own batch, as
+            the official code does, so that its statistics are those of that frame's images.
+
+    forward(images ``[2B,3,H,W]``: frame 0 stacked on the source frame) -> the decoder's dict with
+    every tensor ``[2B,...]``. It runs in the channels_last memory format (same numbers, ~15% faster
+    forward on the CPU, which is most of SRD's overhead per step: bench/bench_train_step.py).
     """
 
-    def __init__(self, encoder, depth):
-        super().__init__()
-        self.encoder = copy.deepcopy(encoder).eval().requires_grad_(False)
-        self.depth = copy.deepcopy(depth).eval().requires_grad_(False)
-        self.to(memory_format=torch.channels_last)
+    MODES = ("eval", "train")
 
-    def train(self, mode=True):  # always eval: BatchNorm uses running statistics
-        return super().train(False)
+    def __init__(self, encoder, depth, mode="eval"):
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"teacher mode {mode!r}: choose one of {', '.join(self.MODES)}")
+        self.mode = mode
+        self.encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.depth = copy.deepcopy(depth).requires_grad_(False)
+        self.to(memory_format=torch.channels_last)
+        self.train()
+
+    def train(self, mode=True):  # the mode is fixed at construction, whatever the caller asks
+        return super().train(self.mode == "train")
 
     @torch.no_grad()
     def forward(self, images):
-        return self.depth(self.encoder(images.contiguous(memory_format=torch.channels_last)))
+        images = images.contiguous(memory_format=torch.channels_last)
+        if self.mode == "eval":
+            return self.depth(self.encoder(images))
+        halves = [self.depth(self.encoder(x)) for x in torch.chunk(images, 2)]
+        return {k: torch.cat([h[k] for h in halves]) for k in halves[0]}
 
 
 class SRDModel(nn.Module):

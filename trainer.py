@@ -131,8 +131,9 @@ class Trainer:
         opt, m = self.opt, self.model
         enc = [p for p in m.encoder.parameters() if p.requires_grad]
         rest = [p for n, p in m.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
-        groups = [{"params": enc, "lr": opt.learning_rate},
-                  {"params": rest, "lr": opt.learning_rate}]
+        # two groups, as the official code: the encoder at --learning_rate, the rest at --lr_decoder
+        lr_rest = opt.learning_rate if opt.lr_decoder is None else opt.lr_decoder
+        groups = [{"params": enc, "lr": opt.learning_rate}, {"params": rest, "lr": lr_rest}]
         if opt.optimizer == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=opt.learning_rate, weight_decay=opt.weight_decay)
         else:
@@ -220,7 +221,8 @@ class Trainer:
                 self.sync_buffers()
                 self.scheduler.step()
                 if self.use_distill and self.epoch + 1 >= opt.distill_start_epoch:
-                    self.teacher = Teacher(self.model.encoder, self.model.depth)
+                    self.teacher = Teacher(self.model.encoder, self.model.depth,
+                                           opt.teacher_mode)
                 last = self.epoch + 1 == opt.num_epochs
                 folder = None
                 if (self.epoch + 1) % opt.save_frequency == 0 or last:
@@ -416,7 +418,7 @@ class Trainer:
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         if state["teacher"] is not None:
-            self.teacher = Teacher(self.model.encoder, self.model.depth)
+            self.teacher = Teacher(self.model.encoder, self.model.depth, self.opt.teacher_mode)
             self.teacher.load_state_dict(state["teacher"])
         self.start_epoch, self.step = state["epoch"] + 1, state["step"]
         ckpt.set_rng_state(state["rng"], self.rank)
