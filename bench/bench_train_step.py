@@ -50,14 +50,20 @@ CONFIGS = {
                    ["--depth_decoder", "hr"], True),
     "r50_hr_dor_srd": ("ResNet-50 + HR decoder + DOR + SRD (teacher active)",
                        ["--num_layers", "50", "--depth_decoder", "hr"], True),
+    "mpvit_hr_dor": ("MPViT-small + HR decoder + DOR",
+                     ["--encoder", "mpvit", "--depth_decoder", "hr", "--no_distill"], False),
+    "mpvit_hr_dor_srd": ("MPViT-small + HR decoder + DOR + SRD (teacher active): the official SRD "
+                         "configuration", ["--encoder", "mpvit", "--depth_decoder", "hr"], True),
 }
-ALL_CONFIGS = ["md2", "dor", "dor_srd", "hr_dor", "hr_dor_srd", "r50_hr_dor_srd"]
-# A CPU step of the HR / ResNet-50 configurations takes 11-25 s at 640x192 batch 4 on two cores, so
+ALL_CONFIGS = ["md2", "dor", "dor_srd", "hr_dor", "hr_dor_srd", "r50_hr_dor_srd", "mpvit_hr_dor",
+               "mpvit_hr_dor_srd"]
+# A CPU step of the HR / ResNet-50 / MPViT configurations takes 11-25 s at 640x192 batch 4 on two
+# cores, so
 # the CPU default keeps the normal run under 5 minutes with the three ResNet-18 U-Net configurations
 # (which include the SRD ratio pair); `--configs all` runs everything (about 13 minutes there).
 CPU_DEFAULT_CONFIGS = ["md2", "dor", "dor_srd"]
 # SRD configuration -> the same configuration without distillation
-SRD_TWINS = {"dor_srd": "dor", "hr_dor_srd": "hr_dor"}
+SRD_TWINS = {"dor_srd": "dor", "hr_dor_srd": "hr_dor", "mpvit_hr_dor_srd": "mpvit_hr_dor"}
 
 
 def parse_args(argv=None):
@@ -168,8 +174,10 @@ def trainer_shim(opt, model, device, teacher, train_step_model):
     """An object with the attributes ``Trainer.train_step`` and its build helpers read, so that the
     benchmark times the Trainer's own step code without building loaders and log folders."""
     from trainer import NonFiniteGuard, Trainer
+    # epoch 1: the teacher exists and auto-masking is in the loss (past the from-scratch warm-up)
     shim = types.SimpleNamespace(opt=opt, model=model, device=device, teacher=teacher, epoch=1,
-                                 step=0, ddp_model=train_step_model, guard=NonFiniteGuard(device))
+                                 step=0, ddp_model=train_step_model, guard=NonFiniteGuard(device),
+                                 automask_active=not opt.disable_automasking)
     shim.optimizer, shim.scheduler = Trainer._build_optimizer(shim)
     shim.amp_dtype, shim.scaler = Trainer._setup_amp(shim)
     return shim
