@@ -133,19 +133,56 @@ def test_stem_matches_io_up_to_the_float16_rounding_of_its_batchnorm_statistics(
 
 
 @pytest.mark.slow
-def test_mpvit_trains_two_steps_with_teacher(mini_split, tmp_path):
+@pytest.mark.parametrize("extra", [["--teacher_mode", "eval"],
+                                   ["--teacher_mode", "train", "--lr_decoder", "1e-4"]],
+                         ids=["eval-teacher", "official-train-teacher-and-lr"])
+def test_mpvit_trains_two_steps_with_teacher(mini_split, tmp_path, extra):
     import math
 
     from tests.test_training import make_opt
     from trainer import Trainer
 
-    trainer = Trainer(make_opt(mini_split(), tmp_path, "--encoder", "mpvit", "--depth_decoder", "hr"))
+    trainer = Trainer(make_opt(mini_split(), tmp_path, "--encoder", "mpvit", "--depth_decoder", "hr",
+                               *extra))
     assert type(trainer.model.encoder).__name__ == "MPViTEncoder"
     trainer.train()
     assert [r["step"] for r in trainer.history] == [0, 1]
     for record in trainer.history:
         assert all(math.isfinite(v) for v in record.values()), record
     assert "distillation" not in trainer.history[0] and "distillation" in trainer.history[1]
+    assert trainer.teacher.mode == extra[1]
+    assert trainer.teacher.encoder.training == (extra[1] == "train")
+
+
+@pytest.mark.slow
+def test_mpvit_resume_is_exact_and_the_checkpoint_evaluates(mini_split, tmp_path):
+    """As for ResNet: 2 epochs in one go == 1 epoch + --resume for the second (drop-path draws
+    included, through the restored RNG state); the saved folder loads for evaluation as MPViT."""
+    from networks.checkpoint import load_depth_model
+    from options import SRDOptions, apply_resume_options
+    from tests.test_training import make_opt
+    from trainer import Trainer
+
+    scene = mini_split()
+    flags = ["--encoder", "mpvit", "--depth_decoder", "hr"]
+    full = Trainer(make_opt(scene, tmp_path, *flags, "--num_epochs", "2", name="full"))
+    full.train()
+    Trainer(make_opt(scene, tmp_path, *flags, "--num_epochs", "1", name="part")).train()
+    argv = ["--resume", str(tmp_path / "logs" / "part"), "--num_epochs", "2"]
+    options = SRDOptions()
+    resumed = Trainer(apply_resume_options(options, options.parse(argv), argv))
+    assert resumed.start_epoch == 1 and resumed.teacher is not None
+    resumed.train()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=0), k
+    encoder, decoder, meta = load_depth_model(resumed.weights_folder(1), torch.device("cpu"))
+    assert type(encoder).__name__ == "MPViTEncoder" and meta["encoder"] == "mpvit"
+    x = torch.rand(1, 3, 64, 192)
+    resumed.model.eval()
+    with torch.no_grad():
+        expected = resumed.model.depth(resumed.model.encoder(x))[("disp", 0)]
+        assert torch.allclose(decoder(encoder(x))[("disp", 0)], expected, atol=1e-6)
 
 
 def test_mpvit_pretrained_without_weights_file_is_one_clear_error(tmp_path):
