@@ -193,3 +193,21 @@ def test_the_warm_start_recipe_is_unchanged_by_default(mini_split, tmp_path):
     forced = _first_losses(scene, tmp_path, "forced", *warm, "--automask_warmup_epochs", "1")
     assert default == off
     assert forced[0] != default[0]
+
+
+def test_the_imagenet_recipe_is_unchanged_by_default(mini_split, tmp_path, monkeypatch):
+    """The KITTI recipe: ImageNet-initialised encoders (a fake ImageNet file in the torch hub cache
+    stands in for the download). The default run's first steps equal those of the run with the
+    warm-up switched off."""
+    import torchvision
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(),
+               checkpoints / "resnet18-f37072fd.pth")
+    scene = mini_split()
+    imagenet = ["--weights_init", "pretrained"]
+    default = _first_losses(scene, tmp_path, "default", *imagenet)
+    off = _first_losses(scene, tmp_path, "off", *imagenet, "--automask_warmup_epochs", "0")
+    assert default == off
