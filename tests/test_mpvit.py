@@ -54,6 +54,16 @@ def test_mpvit_drop_path_only_in_train_mode():
     assert not torch.equal(c, d)
 
 
+def test_mpvit_has_no_unused_parameters():
+    """DDP runs without find_unused_parameters: every MPViT parameter must get a gradient (the shared
+    cpe / crpe convolutions included), in train mode with drop-path active."""
+    torch.manual_seed(0)
+    enc = MPViTEncoder().train()
+    sum(f.mean() for f in enc(torch.rand(2, 3, 64, 96))).backward()
+    unused = [n for n, p in enc.named_parameters() if p.grad is None]
+    assert not unused, unused
+
+
 @needs_ref
 def test_official_encoder_keys_layout():
     with open(os.path.join(REF, "encoder_keys.txt")) as f:
