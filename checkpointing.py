@@ -22,7 +22,8 @@ import subprocess
 import numpy as np
 import torch
 
-from networks.checkpoint import (detect_encoder, encoder_meta_from_opt, official_hr_decoder,
+from networks.checkpoint import (ENCODER_META_KEYS, CheckpointError, check_state_fits, detect_encoder,
+                                 encoder_meta_from_opt, load_checkpoint_file, official_hr_decoder,
                                  strip_module_prefix)
 from networks.depth_decoder import monodepth2_depth_state_dict_to_unet
 from networks.hr_decoder import is_official_hr_state_dict
@@ -32,7 +33,14 @@ STATE_FILE = "training_state.pt"
 
 
 def save_weights_folder(folder, model, opt, state):
-    """Write every network's state dict and the training state into ``folder`` atomically."""
+    """Write every network's state dict and the training state into ``folder`` atomically.
+
+    The folder is written as ``<folder>.partial`` (files fsynced) and renamed into place; only then,
+    unless ``opt.keep_training_states``, is ``training_state.pt`` removed from the other
+    ``weights_<epoch>`` folders of the run (their ``.pth`` weights stay). A kill at any moment
+    therefore leaves at least one complete resumable folder: the previous one until the rename,
+    the new one after it.
+    """
     partial = folder + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
@@ -42,6 +50,7 @@ def save_weights_folder(folder, model, opt, state):
             sd.update(encoder_meta_from_opt(opt))
         torch.save(sd, os.path.join(partial, f"{name}.pth"))
     torch.save(state, os.path.join(partial, STATE_FILE))
+    _fsync_folder(partial)
     if os.path.isdir(folder):
         old = folder + ".old"
         shutil.rmtree(old, ignore_errors=True)
@@ -50,20 +59,70 @@ def save_weights_folder(folder, model, opt, state):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(partial, folder)
+    _fsync_path(os.path.dirname(os.path.abspath(folder)))
+    if not getattr(opt, "keep_training_states", False) and re.search(r"weights_\d+$", folder):
+        remove_older_training_states(folder)
+
+
+def remove_older_training_states(folder):
+    """Delete ``training_state.pt`` from every ``weights_<epoch>`` sibling of ``folder``."""
+    parent = os.path.dirname(os.path.abspath(folder))
+    keep = os.path.abspath(folder)
+    for other in glob.glob(os.path.join(parent, "weights_*", STATE_FILE)):
+        if os.path.abspath(os.path.dirname(other)) != keep and \
+                re.search(r"weights_\d+$", os.path.dirname(other)):
+            try:
+                os.remove(other)
+            except FileNotFoundError:
+                pass
+
+
+def _fsync_path(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder):
+    for name in os.listdir(folder):
+        _fsync_path(os.path.join(folder, name))
+    _fsync_path(folder)
 
 
 def _load_state_dict(path, device):
     if not os.path.isfile(path):
         raise CLIError(f"checkpoint file {path} does not exist")
-    return torch.load(path, map_location=device, weights_only=True)
+    return load_checkpoint_file(path, device)
+
+
+def load_training_state(path, device):
+    """The dict of a ``training_state.pt`` (tensors and plain values only: nothing in it can run
+    code), with a one-line error for a damaged, unsafe or incomplete file."""
+    state = load_checkpoint_file(path, device)
+    missing = [k for k in ("epoch", "step", "optimizer", "scheduler", "rng") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a training state of this code (no "
+                              f"{', '.join(missing)}): pass a run folder or weights folder written "
+                              "by train.py")
+    return state
 
 
 def load_networks(model, folder, device):
     """Load every network of ``model`` from ``folder`` strictly (meta entries of encoder.pth dropped)."""
     for name, net in model.networks().items():
-        sd = _load_state_dict(os.path.join(folder, f"{name}.pth"), device)
+        path = os.path.join(folder, f"{name}.pth")
+        sd = _load_state_dict(path, device)
         own = net.state_dict()
-        net.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=True)
+        sd = {k: v for k, v in sd.items() if k in own or k not in ENCODER_META_KEYS}
+        check_state_fits(net, sd, path, f"{name} network of this run")
+        net.load_state_dict(sd, strict=True)
 
 
 def warm_start(model, folder, names, log):
@@ -103,6 +162,7 @@ def warm_start(model, folder, names, log):
         elif name == "depth" and any(k.startswith("decoder.") for k in sd):
             sd = monodepth2_depth_state_dict_to_unet(sd)  # a Monodepth2 depth.pth
             layout = "Monodepth2 layout, "
+        check_state_fits(nets[name], sd, path, f"{name} network of this run", strict=False)
         matched = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
         own.update(matched)
         nets[name].load_state_dict(own)
@@ -140,7 +200,12 @@ def resume_options(path):
 
 
 def rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every RNG state as tensors and plain values (loads with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"python": [version, list(internal), gauss_next],
+             "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)),
+                       "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -148,8 +213,11 @@ def rng_state():
 
 
 def set_rng_state(state, rank=0):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -5,7 +5,8 @@
 3. trains SRD (U-Net decoder with DOR, distillation from epoch 1, auto-masking from epoch 1) on the CPU at
    192x64 for 10 epochs,
 4. evaluates the untrained model and every epoch on the synthetic test split (Eigen protocol:
-   Garg crop, median scaling) and prints one table row per epoch,
+   Garg crop, median scaling) and prints one table row per epoch (the whole table at the end);
+   it keeps the weights of the best and the newest epoch only (about 0.5 GB in all),
 5. writes a PNG (input | predicted depth | ground truth) and prints its path.
 
 About 7 minutes on 2 CPU cores (including the scene generation). Every training flag of ``train.py`` can be appended to change the run
@@ -14,6 +15,7 @@ About 7 minutes on 2 CPU cores (including the scene generation). Every training 
 
 import argparse
 import os
+import shutil
 import sys
 import time
 
@@ -119,11 +121,16 @@ def main(argv=None):
     init_folder = trainer.weights_folder("init")
     checkpointing.save_weights_folder(init_folder, trainer.model, opt, {})
     rows.append(("init", evaluate(init_folder, eval_opt, split_dir, gt_depths)))
+    shutil.rmtree(init_folder, ignore_errors=True)  # only its table row is needed
+    print_table(rows)
 
     def after_epoch(tr, folder):
+        if folder is None:  # --save_frequency > 1: no checkpoint this epoch
+            return
         metrics = evaluate(folder, eval_opt, split_dir, gt_depths)
         rows.append((str(tr.epoch), metrics))
-        print_table(rows)
+        print_row(rows[-1])
+        prune_weights(tr, rows)
 
     print(f"[3/4] training {opt.num_epochs} epochs at {opt.width}x{opt.height} (run folder "
           f"{trainer.log_path})")
@@ -135,15 +142,33 @@ def main(argv=None):
     write_picture(trainer.weights_folder(int(best[0])), args.data_path, split_dir, gt_depths,
                   picture)
     print(f"best epoch {best[0]}: abs_rel {best[1]['abs_rel']:.3f} (untrained "
-          f"{rows[0][1]['abs_rel']:.3f}); picture: {picture}; {time.time() - t0:.0f} s in all")
+          f"{rows[0][1]['abs_rel']:.3f}); picture: {picture}; {time.time() - t0:.0f} s in all; "
+          f"kept the weights of epochs {sorted({int(best[0]), opt.num_epochs - 1})} in "
+          f"{os.path.join(trainer.log_path, 'models')}")
     return 0
 
 
 def print_table(rows):
     names = E.DEPTH_METRIC_NAMES
     print("\n epoch | " + " | ".join(f"{n:>8}" for n in names))
-    for epoch, m in rows:
-        print(f" {epoch:>5} | " + " | ".join(f"{m[n]:8.3f}" for n in names))
+    for row in rows:
+        print_row(row)
+
+
+def print_row(row):
+    epoch, m = row
+    print(f" {epoch:>5} | " + " | ".join(f"{m[n]:8.3f}" for n in E.DEPTH_METRIC_NAMES), flush=True)
+
+
+def prune_weights(trainer, rows):
+    """Keep the weights of the best epoch so far (for the picture) and of the newest (it holds the
+    resumable training_state.pt); delete the other weights_<epoch> folders (~110 MB each)."""
+    best = min(rows[1:], key=lambda r: r[1]["abs_rel"])[0]
+    keep = {trainer.weights_folder(int(best)), trainer.weights_folder(trainer.epoch)}
+    for epoch, _ in rows[1:]:
+        folder = trainer.weights_folder(int(epoch))
+        if folder not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

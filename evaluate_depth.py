@@ -141,11 +141,14 @@ def build_dataset(opt, split, filenames, height, width):
     """The dataset that feeds ``split``'s test images at the model's resolution."""
     if split == "benchmark":
         return ImageListDataset(opt.data_path, filenames, height, width)
+    from datasets import check_dataset_files
     from datasets.kitti_dataset import KITTIRAWDataset, check_data_path
     check_data_path(opt.data_path)
-    return KITTIRAWDataset(opt.data_path, filenames, height, width, [0], 1, is_train=False,
-                           img_ext=".png" if opt.png else ".jpg", load_depth=False,
-                           use_calib_file=opt.use_calib_file)
+    dataset = KITTIRAWDataset(opt.data_path, filenames, height, width, [0], 1, is_train=False,
+                              img_ext=".png" if opt.png else ".jpg", load_depth=False,
+                              use_calib_file=opt.use_calib_file)
+    check_dataset_files(dataset, f"split '{split}'", opt.data_path)
+    return dataset
 
 
 def predict_split(opt, weights_folder, split, splits_dir, device):

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 import eval_utils as E
 from layers import transformation_from_parameters
+from networks.checkpoint import load_checkpoint_file
 from options import SRDOptions, chosen_split_dir
 from utils import CLIError, SPLITS_DIR, readlines, run_cli, split_file_path
 
@@ -68,7 +69,7 @@ def pose_setup(opt, weights_folder, device):
             "pose_model_input": trained.get("pose_model_input", opt.pose_model_input)}
     encoder_path = os.path.join(weights_folder, "encoder.pth")
     if not trained and os.path.isfile(encoder_path):
-        stored = torch.load(encoder_path, map_location="cpu", weights_only=True)
+        stored = load_checkpoint_file(encoder_path, "cpu")
         meta.update({k: stored[k] for k in ("height", "width", "num_layers") if k in stored})
     if meta["pose_model_input"] != "pairs" or meta["pose_model_type"] not in ("separate_resnet",
                                                                               "shared"):
@@ -80,15 +81,15 @@ def pose_setup(opt, weights_folder, device):
         from networks.checkpoint import load_depth_model
         encoder, _, _ = load_depth_model(weights_folder, device)
         decoder = PoseDecoder(encoder.num_ch_enc, 2)
-        decoder.load_state_dict(_load(weights_folder, "pose.pth", device))
+        _load_into(decoder, weights_folder, "pose.pth", device)
 
         def predict(images0, images1):
             return decoder([encoder(images0), encoder(images1)])
     else:
         encoder = ResnetEncoder(meta["num_layers"], False, num_input_images=2)
-        encoder.load_state_dict(_load(weights_folder, "pose_encoder.pth", device))
+        _load_into(encoder, weights_folder, "pose_encoder.pth", device)
         decoder = PoseDecoder(encoder.num_ch_enc, 1, 2)
-        decoder.load_state_dict(_load(weights_folder, "pose.pth", device))
+        _load_into(decoder, weights_folder, "pose.pth", device)
 
         def predict(images0, images1):
             return decoder([encoder(torch.cat([images0, images1], 1))])
@@ -102,12 +103,13 @@ def pose_setup(opt, weights_folder, device):
     return relative_pose, meta
 
 
-def _load(folder, name, device):
+def _load_into(module, folder, name, device):
+    """Load ``<folder>/<name>`` into ``module`` strictly, with one-line errors."""
+    from networks.checkpoint import _load_strict
     path = os.path.join(folder, name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: pose evaluation needs pose_encoder.pth and "
-                                "pose.pth in --load_weights_folder")
-    return torch.load(path, map_location=device, weights_only=True)
+    state = load_checkpoint_file(path, device, "pose evaluation needs pose_encoder.pth and "
+                                 "pose.pth in --load_weights_folder")
+    _load_strict(module, state, path, f"pose network ({name})")
 
 
 def predict_poses(opt, relative_pose, meta, filenames, device):

@@ -171,6 +171,9 @@ def _add_loading(p):
     g.add_argument("--resume", type=str, default=None,
                    help="continue a run exactly: a run folder (<log_dir>/<model_name>) or a "
                         "training_state.pt file")
+    g.add_argument("--keep_training_states", action="store_true",
+                   help="keep the resumable training_state.pt in every weights_<epoch> folder "
+                        "(default: only in the newest one; the .pth weights are always kept)")
 
 
 def _add_logging(p):

@@ -23,7 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import checkpointing as ckpt
-from datasets import build_dataset, check_data_path
+from datasets import build_dataset, check_data_path, check_dataset_files
 from layers import disp_to_depth
 from diagnostics import EpochDiagnostics, collapse_warning
 from options import automask_warmup_epochs, save_options
@@ -88,6 +88,9 @@ class Trainer:
         self.log_path = os.path.join(os.path.expanduser(opt.log_dir), opt.model_name)
         self.frame_ids = training_frame_ids(opt)
 
+        # the data first: a missing file is reported before the model (or its ImageNet weights) is
+        # built and before the run folder exists
+        self.train_loader, self.train_sampler, self.val_loader = self._build_data()
         self.amp_dtype, self.scaler = self._setup_amp()
         self.model = SRDModel(opt, amp_dtype=self.amp_dtype).to(self.device)
         if opt.channels_last:
@@ -98,7 +101,6 @@ class Trainer:
         self.teacher = None
         self.use_distill = (not opt.no_distill) and distillation_source(self.frame_ids) is not None
         self.optimizer, self.scheduler = self._build_optimizer()
-        self.train_loader, self.train_sampler, self.val_loader = self._build_data()
         self.epoch, self.step, self.start_epoch = 0, 0, 0
         if opt.load_weights_folder:
             ckpt.warm_start(self.model, opt.load_weights_folder, opt.models_to_load, self.log)
@@ -148,9 +150,10 @@ class Trainer:
         opt = self.opt
         num_scales = max(opt.scales) + 1
         check_data_path(opt.data_path)
-        train_set = build_dataset(opt, split_file_path(opt.split, "train_files.txt", opt.split_dir),
-                                  is_train=True,
+        train_file = split_file_path(opt.split, "train_files.txt", opt.split_dir)
+        train_set = build_dataset(opt, train_file, is_train=True,
                                   frame_ids=self.frame_ids, load_depth=False, num_scales=num_scales)
+        check_dataset_files(train_set, train_file, opt.data_path)
         sampler = None
         if self.world_size > 1:
             sampler = train_sampler(train_set, self.world_size, self.rank, opt.seed)
@@ -168,6 +171,7 @@ class Trainer:
             val_set = None
             if os.path.isfile(val_file):
                 val_set = build_dataset(opt, val_file, is_train=False, frame_ids=[0], num_scales=1)
+                check_dataset_files(val_set, val_file, opt.data_path)
             if val_set is not None and len(val_set) > 0:
                 val_loader = DataLoader(val_set, opt.batch_size, shuffle=False, num_workers=0)
         self.num_total_steps = len(train_loader) * opt.num_epochs
@@ -411,7 +415,7 @@ class Trainer:
 
     def _resume(self, path):
         state_file = ckpt.find_training_state(path)
-        state = torch.load(state_file, map_location=self.device, weights_only=False)
+        state = ckpt.load_training_state(state_file, self.device)
         ckpt.load_networks(self.model, os.path.dirname(state_file), self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -40,9 +40,26 @@ def run_cli(main, argv=None):
     except (CLIError, FileNotFoundError, ValueError) as e:
         if os.environ.get("SRD_TRACEBACK"):
             raise
-        message = " ".join(str(e).split("\n"))
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         sys.exit(2)
+
+
+def error_line(exc):
+    """The one-line message of ``exc``; for an error re-raised from a DataLoader worker ("Caught
+    ValueError in DataLoader worker process 0. Original Traceback ..."), the worker's own message,
+    so that ``--num_workers 0`` and ``--num_workers N`` print the same line."""
+    text = str(exc)
+    if "DataLoader worker process" in text and "Original Traceback" in text:
+        lines = [line for line in text.splitlines() if line.strip()]
+        last = lines[-1].strip() if lines else text
+        prefix = f"{type(exc).__name__}: "
+        text = last[len(prefix):] if last.startswith(prefix) else last.split(": ", 1)[-1]
+    return " ".join(text.split("\n"))
+
+
+def is_input_error(exc):
+    """Whether ``exc`` is bad input that ``run_cli`` reports in one line (exit 2)."""
+    return isinstance(exc, (CLIError, FileNotFoundError, ValueError))
 
 
 def readlines(path):

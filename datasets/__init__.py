@@ -18,7 +18,7 @@ _LAZY = {
     "check_data_path": ".kitti_utils",
 }
 
-__all__ = sorted(_LAZY) + ["datasets_dict", "build_dataset"]
+__all__ = sorted(_LAZY) + ["datasets_dict", "build_dataset", "check_dataset_files"]
 
 
 def __getattr__(name):
@@ -65,3 +65,18 @@ def build_dataset(opt, filenames, is_train, frame_ids=None, load_depth=None, num
         list(opt.frame_ids) if frame_ids is None else list(frame_ids), num_scales,
         is_train=is_train, img_ext=".png" if getattr(opt, "png", False) else ".jpg",
         load_depth=load_depth, use_calib_file=getattr(opt, "use_calib_file", False))
+
+
+def check_dataset_files(dataset, split_file, data_path, shown=3):
+    """Raise ``CLIError`` when a file that ``dataset`` will read is missing (stat only, before any
+    model is built): the count, the first ``shown`` paths with their split lines, and what to do."""
+    from utils import CLIError
+
+    checked, missing = dataset.missing_files()
+    if not missing:
+        return checked
+    first = "; ".join(f"{path} (line {line})" for path, line in missing[:shown])
+    more = f"; ... and {len(missing) - shown} more" if len(missing) > shown else ""
+    raise CLIError(f"{len(missing)} of the {checked} files that {split_file} needs are missing under "
+                   f"--data_path {data_path}: {first}{more}; restore them (re-extract KITTI or "
+                   "regenerate the scene) or remove those lines from the split")

@@ -72,6 +72,9 @@ class KITTIRAWDataset(KITTIDataset):
         return os.path.join(self.data_path, folder, "velodyne_points", "data",
                             f"{frame_index:010d}.bin")
 
+    def depth_file(self, folder, frame_index, side):
+        return self.velodyne_path(folder, frame_index)
+
     def check_depth(self):
         if not self.filenames:
             return False
@@ -92,6 +95,9 @@ class KITTIDepthDataset(KITTIRAWDataset):
     def depth_path(self, folder, frame_index, side):
         return os.path.join(self.data_path, folder, "proj_depth", "groundtruth",
                             f"image_0{self.side_map[side]}", f"{frame_index:010d}.png")
+
+    def depth_file(self, folder, frame_index, side):
+        return self.depth_path(folder, frame_index, side)
 
     def check_depth(self):
         if not self.filenames:

@@ -14,7 +14,10 @@ layout are recognised from the keys (:func:`detect_encoder`,
 
 import json
 import os
+import pickle
+import re
 import tempfile
+import zipfile
 
 import torch
 
@@ -24,10 +27,12 @@ from networks.hr_decoder import (HRDepthDecoder, is_official_hr_state_dict, offi
                                  official_to_ours)
 from networks.mpvit_encoder import MPViTEncoder
 from networks.resnet_encoder import ResnetEncoder
+from utils import CLIError
 
 __all__ = ["ENCODER_META_KEYS", "META_DEFAULTS", "encoder_meta_from_opt", "save_state_dict_atomic",
            "load_depth_model", "strip_module_prefix", "detect_encoder", "describe_encoder",
-           "official_hr_num_ch_enc", "official_hr_decoder"]
+           "official_hr_num_ch_enc", "official_hr_decoder", "CheckpointError", "load_checkpoint_file",
+           "check_state_fits"]
 
 ENCODER_META_KEYS = ("height", "width", "use_stereo", "encoder", "num_layers", "depth_decoder",
                      "use_dor", "min_depth", "max_depth")
@@ -158,27 +163,109 @@ def _meta_from_opt_json(path):
     return meta
 
 
-def _load_state(path, device):
+class CheckpointError(CLIError, RuntimeError):
+    """A checkpoint file that cannot be used: one line naming the file, what is wrong and what to do
+    (``run_cli`` prints it and exits with 2; a RuntimeError for callers that catch those)."""
+
+
+def _fix_hint(path):
+    if os.path.basename(path) == "training_state.pt":
+        return ("resume from an older weights_<epoch> folder that still has one (see "
+                "--keep_training_states), or warm-start a new run from the weights with "
+                "--load_weights_folder")
+    return "copy the file again from where it came from, or use another weights_<epoch> folder"
+
+
+def load_checkpoint_file(path, device="cpu", missing_hint=None):
+    """``torch.load(path, weights_only=True)`` with one-line errors: the one loader of every
+    checkpoint file (weights ``.pth``, ``training_state.pt``) of every entry point.
+
+    Never runs code from the file: anything beyond tensors and plain Python values is refused.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (``missing_hint`` says what to pass instead).
+        CheckpointError: the file is empty, truncated / damaged, not a PyTorch file, holds objects
+            that only an unsafe load could rebuild, or is not a dict.
+    """
+    path = str(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: a weights folder must contain encoder.pth and "
-                                "depth.pth (pass --load_weights_folder <run>/models/weights_<epoch>)")
-    return torch.load(path, map_location=device, weights_only=True)
+        raise FileNotFoundError(f"{path} not found" + (f": {missing_hint}" if missing_hint else ""))
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes; an interrupted copy or save?): "
+                              f"{_fix_hint(path)}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch / zipfile / pickle raise many kinds for damaged files
+        text = str(exc)
+        pytorch_like = magic.startswith(b"PK") or magic.startswith(b"\x80")  # zip or legacy pickle
+        if pytorch_like and isinstance(exc, pickle.UnpicklingError) \
+                and "Weights only load failed" in text and "Unsupported operand" not in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" ({found.group(1)})" if found else ""
+            raise CheckpointError(
+                f"{path} holds Python objects{what} that only a load able to run code could rebuild, "
+                f"so it is refused (a planted file, or one not written by this code{_old_state(path)})"
+                f": {_fix_hint(path)}") from None
+        if magic.startswith(b"PK") and not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{path} is truncated or damaged ({size} bytes; an interrupted "
+                                  f"copy or save?): {_fix_hint(path)}") from None
+        if pytorch_like:
+            raise CheckpointError(f"{path} is damaged or not a PyTorch file ({type(exc).__name__}: "
+                                  f"{_one_line(exc)[:80]}): {_fix_hint(path)}") from None
+        raise CheckpointError(f"{path} is not a PyTorch file (it starts with {magic!r}): "
+                              f"{_fix_hint(path)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict: "
+                              f"{_fix_hint(path)}")
+    return state
+
+
+def _old_state(path):
+    if os.path.basename(path) == "training_state.pt":
+        return "; states written before RNG states were stored as tensors cannot be resumed"
+    return ""
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _load_state(path, device):
+    return load_checkpoint_file(path, device, "a weights folder must contain encoder.pth and "
+                                "depth.pth (pass <run>/models/weights_<epoch>)")
+
+
+def check_state_fits(module, state, path, what, strict=True):
+    """Raise :class:`CheckpointError` when ``state`` does not fit ``module``: missing or unexpected
+    keys (``strict``), or a tensor whose shape disagrees (named, with both shapes)."""
+    own = module.state_dict()
+    if strict:
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            example = (missing or unexpected)[0]
+            raise CheckpointError(
+                f"{path} does not fit the {what}: {len(missing)} missing and {len(unexpected)} "
+                f"unexpected keys (e.g. {example!r}); check num_layers / depth_decoder / use_dor in "
+                "opt.json or the overrides, or pass the weights folder of a matching run")
+    for key, value in state.items():
+        if key in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(
+                f"{path} does not fit the {what}: tensor {key!r} has shape "
+                f"{list(value.shape)} in the file but {list(own[key].shape)} in the model; pass the "
+                "weights folder of a run with the same options (see its opt.json)")
 
 
 def _load_strict(module, state, path, what):
-    own = set(module.state_dict().keys())
-    given = set(state.keys())
-    missing, unexpected = sorted(own - given), sorted(given - own)
-    if missing or unexpected:
-        example = (missing or unexpected)[0]
-        raise RuntimeError(f"{path} does not fit the {what}: {len(missing)} missing and "
-                           f"{len(unexpected)} unexpected keys (e.g. {example!r}); check "
-                           "num_layers / depth_decoder / use_dor in opt.json or the overrides")
+    check_state_fits(module, state, path, what)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip()
-        raise RuntimeError(f"{path} does not fit the {what}: {first}") from None
+        raise CheckpointError(f"{path} does not fit the {what}: {first}") from None
 
 
 def load_depth_model(weights_folder, device, opt_overrides=None, log=print):
@@ -249,7 +336,7 @@ def load_depth_model(weights_folder, device, opt_overrides=None, log=print):
             decoder, depth_state = official_hr_decoder(depth_state, encoder.num_ch_enc,
                                                        meta["scales"])
         except (ValueError, KeyError) as exc:
-            raise RuntimeError(f"{depth_path} (official HR decoder layout) does not fit the "
+            raise CheckpointError(f"{depth_path} (official HR decoder layout) does not fit the "
                                f"{what}: {exc}") from None
         source = "official SRD" if meta["use_dor"] else "official MonoViT / HR-Depth"
     else:
