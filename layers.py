@@ -271,8 +271,10 @@ class _ELUFromExp(torch.autograd.Function):
 
 def elu(x):
     """ELU with alpha 1, ``F.elu(x)``; on the CPU through :class:`_ELUFromExp` (same values to
-    float rounding, 4x faster). Any shape."""
-    if x.device.type != "cpu":
+    float rounding, 4x faster). Any shape. Under tracing (``torch.jit.trace``, ``torch.onnx.export``)
+    it is ``F.elu``, which exports as ONNX ``Elu`` / ``aten::elu`` (an autograd Function cannot be
+    traced)."""
+    if x.device.type != "cpu" or torch.jit.is_tracing():
         return F.elu(x)
     return _ELUFromExp.apply(x)
 

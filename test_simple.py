@@ -15,6 +15,10 @@ For every input image ``<name>`` it writes, in ``--output_dir`` (default: next t
 
 Video frames are written as ``<name>_<frame:06d>_disp.*``. Runs on CUDA when available (unless
 ``--no_cuda``), else on the CPU, and prints the time per image.
+
+``--onnx depth.onnx`` (a file written by ``export_model.py``) runs the model in onnxruntime on the
+CPU instead of a weights folder in PyTorch, and writes the same files; that path does not import
+torch. The ONNX file's input size is the checkpoint's; its metadata carries ``use_stereo``.
 """
 
 import argparse
@@ -26,15 +30,16 @@ import time
 import cv2
 import matplotlib
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 matplotlib.use("Agg")
 from matplotlib import colormaps  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import eval_utils as E  # noqa: E402
-from utils import run_cli  # noqa: E402
+from utils import CLIError, atomic_path, atomic_write, run_cli  # noqa: E402
+
+# torch, torch.nn.functional and eval_utils (which imports torch) are imported by the PyTorch
+# path only (Predictor), so that `--onnx` runs without torch.
+STEREO_SCALE_FACTOR = 5.4  # eval_utils.STEREO_SCALE_FACTOR: KITTI's 0.54 m baseline / 0.1
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -44,9 +49,12 @@ def parse_args(argv=None):
         description="Predict disparity / depth for images, a folder of images or a video.")
     parser.add_argument("--image_path", type=str, required=True,
                         help="an image, a folder of images (see --ext) or a video file")
-    parser.add_argument("--model_path", type=str, required=True,
+    parser.add_argument("--model_path", type=str, default=None,
                         help="a weights folder written by training (<run>/models/weights_<epoch>) "
-                             "holding encoder.pth and depth.pth")
+                             "holding encoder.pth and depth.pth (or give --onnx)")
+    parser.add_argument("--onnx", type=str, default=None,
+                        help="a depth .onnx file written by export_model.py: run it in onnxruntime "
+                             "(CPU, no torch) instead of --model_path")
     parser.add_argument("--ext", type=str, default="jpg",
                         help="image extension to look for when --image_path is a folder")
     parser.add_argument("--output_dir", type=str, default=None,
@@ -101,6 +109,61 @@ def video_frames(path):
         raise ValueError(f"video {path} has no readable frame")
 
 
+def load_rgb(path):
+    """Decode an image file to [H,W,3] uint8 RGB without torch (the same checks and messages as
+    ``datasets.mono_dataset.load_rgb``, which the PyTorch path uses)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB") if img.mode != "RGB" else img
+            img.load()
+            return np.asarray(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"image {path} is corrupt or not an image ({e})") from None
+
+
+class OnnxPredictor:
+    """A depth ``.onnx`` of export_model.py in onnxruntime: RGB of any size -> disparity at that size.
+
+    The image is resized to the model's size with area averaging (as the datasets do), the
+    ``disp`` output resized back with bilinear interpolation (half-pixel centres, as PyTorch's
+    ``align_corners=False``), so the result matches :class:`Predictor`.
+    """
+
+    def __init__(self, path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--onnx {path} does not exist (write one with "
+                                    "`python export_model.py --load_weights_folder <weights_N>`)")
+        import onnxruntime as ort
+        try:
+            self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ValueError(f"--onnx {path} is not a readable ONNX model "
+                             f"({' '.join(str(exc).split())[:200]})") from None
+        inputs = self.session.get_inputs()
+        outputs = [o.name for o in self.session.get_outputs()]
+        if len(inputs) != 1 or "disp" not in outputs:
+            raise ValueError(f"--onnx {path} is not a depth model of export_model.py (needs one "
+                             f"input and a 'disp' output; has {len(inputs)} inputs, outputs "
+                             f"{outputs})")
+        self.input_name = inputs[0].name
+        _, _, height, width = inputs[0].shape
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta = {"height": int(height), "width": int(width),
+                     "use_stereo": props.get("use_stereo", "false") == "true"}
+
+    def __call__(self, rgb):
+        height, width = rgb.shape[:2]
+        size = (self.meta["width"], self.meta["height"])
+        if rgb.shape[:2] != (size[1], size[0]):
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        x = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255)
+        disp = self.session.run(["disp"], {self.input_name: x})[0][0, 0]
+        return cv2.resize(disp.astype(np.float32), (width, height),
+                          interpolation=cv2.INTER_LINEAR).astype(np.float32)
+
+
 class Predictor:
     """A loaded depth model that turns an RGB image of any size into disparity at that size."""
 
@@ -112,9 +175,12 @@ class Predictor:
         self.device = device
         self.encoder, self.decoder, self.meta = load_depth_model(model_path, device)
 
-    @torch.no_grad()
     def __call__(self, rgb):
         """[H,W,3] uint8 -> scaled disparity [H,W] float32 at the input's size."""
+        import torch
+        import torch.nn.functional as F
+
+        import eval_utils as E
         height, width = rgb.shape[:2]
         images = E.image_to_input(rgb, self.meta["height"], self.meta["width"]).to(self.device)
         disp = torch.from_numpy(E.predict_disparity(self.encoder, self.decoder, images,
@@ -126,20 +192,30 @@ class Predictor:
 def save_outputs(disp, out_dir, name, metric_depth):
     """Write <name>_disp.jpeg, <name>_disp.npy and, if asked, <name>_depth.npy; returns the paths."""
     paths = [os.path.join(out_dir, f"{name}_disp.jpeg"), os.path.join(out_dir, f"{name}_disp.npy")]
-    tmp = os.path.join(out_dir, f".{name}_disp.tmp.jpeg")
-    Image.fromarray(colorize_disparity(disp)).save(tmp, quality=95)
-    os.replace(tmp, paths[0])
-    E.save_npy_atomic(paths[1], disp)
+    with atomic_path(paths[0]) as tmp:
+        Image.fromarray(colorize_disparity(disp)).save(tmp, format="JPEG", quality=95)
+    with atomic_write(paths[1]) as f:
+        np.save(f, disp)
     if metric_depth:
         paths.append(os.path.join(out_dir, f"{name}_depth.npy"))
-        E.save_npy_atomic(paths[2], (E.STEREO_SCALE_FACTOR / disp).astype(np.float32))
+        with atomic_write(paths[2]) as f:
+            np.save(f, (STEREO_SCALE_FACTOR / disp).astype(np.float32))
     return paths
 
 
 def run(args):
+    if (args.model_path is None) == (args.onnx is None):
+        raise CLIError("give exactly one of --model_path <weights folder> and --onnx <model.onnx>")
     kind, inputs = list_inputs(args.image_path, args.ext)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
-    predictor = Predictor(os.path.expanduser(args.model_path), device)
+    if args.onnx:
+        device = "cpu (onnxruntime)"
+        model = os.path.expanduser(args.onnx)
+        predictor = OnnxPredictor(model)
+    else:
+        import torch
+        device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+        model = args.model_path
+        predictor = Predictor(os.path.expanduser(args.model_path), device)
     if args.pred_metric_depth and not predictor.meta["use_stereo"]:
         print("warning: --pred_metric_depth needs a model trained with stereo (--use_stereo); this "
               "one was not, so its depth has no metric scale", file=sys.stderr)
@@ -150,7 +226,7 @@ def run(args):
     else:
         out_dir = args.image_path
     os.makedirs(out_dir, exist_ok=True)
-    print(f"-> Predicting with {args.model_path} ({predictor.meta['width']}x"
+    print(f"-> Predicting with {model} ({predictor.meta['width']}x"
           f"{predictor.meta['height']}) on {device}; writing to {out_dir}")
 
     if kind == "video":
@@ -160,7 +236,7 @@ def run(args):
         items = ((os.path.splitext(os.path.basename(p))[0], p) for p in inputs)
     written = []
     for count, (name, source) in enumerate(items, 1):
-        rgb = E.load_rgb(source) if isinstance(source, str) else source
+        rgb = load_rgb(source) if isinstance(source, str) else source
         start = time.perf_counter()
         disp = predictor(rgb)
         elapsed = time.perf_counter() - start

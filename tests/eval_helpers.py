@@ -13,7 +13,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from networks import PoseDecoder, ResnetEncoder, build_depth_decoder  # noqa: E402
 
 DRIVE = "2011_09_26/2011_09_26_drive_0001_sync"
 
@@ -21,33 +20,33 @@ DRIVE = "2011_09_26/2011_09_26_drive_0001_sync"
 def make_checkpoint(models_dir, epochs=(0,), depth_decoder="unet", use_dor=True, height=64,
                     width=192, use_stereo=False, seed=0, write_opt_json=True):
     """Write ``models_dir/opt.json`` and ``models_dir/weights_<e>/{encoder,depth,pose_encoder,pose}.pth``
-    of untrained ResNet-18 networks (different random weights per epoch). Returns the weights folders."""
+    (+ ``training_state.pt``) of an untrained ResNet-18 SRD model through the Trainer's own save path
+    (``checkpointing.save_weights_folder``), different random weights per epoch. Returns the weights
+    folders."""
+    from checkpointing import save_weights_folder
+    from options import SRDOptions
+    from srd import SRDModel
+
     os.makedirs(models_dir, exist_ok=True)
-    scales = [0, 1, 2, 3]
+    argv = ["--height", str(height), "--width", str(width), "--num_layers", "18",
+            "--depth_decoder", depth_decoder, "--weights_init", "scratch"]
+    argv += [] if use_dor else ["--no_dor"]
+    argv += ["--use_stereo"] if use_stereo else []
+    opt = SRDOptions().parse(argv)
     if write_opt_json:
-        opt = {"height": height, "width": width, "num_layers": 18, "depth_decoder": depth_decoder,
-               "no_dor": not use_dor, "min_depth": 0.1, "max_depth": 100.0, "scales": scales,
-               "use_stereo": use_stereo, "pose_model_type": "separate_resnet",
-               "pose_model_input": "pairs", "frame_ids": [0, -1, 1]}
+        record = {"height": height, "width": width, "num_layers": 18, "depth_decoder": depth_decoder,
+                  "no_dor": not use_dor, "min_depth": opt.min_depth, "max_depth": opt.max_depth,
+                  "scales": list(opt.scales), "use_stereo": use_stereo,
+                  "pose_model_type": opt.pose_model_type, "pose_model_input": opt.pose_model_input,
+                  "frame_ids": list(opt.frame_ids)}
         with open(os.path.join(models_dir, "opt.json"), "w") as f:
-            json.dump(opt, f)
+            json.dump(record, f)
     folders = []
     for i, epoch in enumerate(epochs):
         torch.manual_seed(seed + i)
-        encoder = ResnetEncoder(18, False)
-        decoder = build_depth_decoder(depth_decoder, encoder.num_ch_enc, scales, use_dor)
-        pose_encoder = ResnetEncoder(18, False, num_input_images=2)
-        pose = PoseDecoder(pose_encoder.num_ch_enc, 1, 2)
+        model = SRDModel(opt)
         folder = os.path.join(models_dir, f"weights_{epoch}")
-        os.makedirs(folder, exist_ok=True)
-        state = encoder.state_dict()
-        state.update({"height": height, "width": width, "use_stereo": use_stereo, "num_layers": 18,
-                      "depth_decoder": depth_decoder, "use_dor": use_dor, "min_depth": 0.1,
-                      "max_depth": 100.0})
-        torch.save(state, os.path.join(folder, "encoder.pth"))
-        torch.save(decoder.state_dict(), os.path.join(folder, "depth.pth"))
-        torch.save(pose_encoder.state_dict(), os.path.join(folder, "pose_encoder.pth"))
-        torch.save(pose.state_dict(), os.path.join(folder, "pose.pth"))
+        save_weights_folder(folder, model, opt, {"epoch": epoch})
         folders.append(folder)
     return folders
 

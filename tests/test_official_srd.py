@@ -17,7 +17,7 @@ import evaluate_depth  # noqa: E402
 import test_simple  # noqa: E402
 from checkpointing import warm_start  # noqa: E402
 from networks import HRDepthDecoder, MPViTEncoder, ResnetEncoder  # noqa: E402
-from networks.checkpoint import encoder_meta_from_opt, load_depth_model  # noqa: E402
+from networks.checkpoint import load_depth_model  # noqa: E402
 from networks.hr_decoder import (OFFICIAL_UNUSED, official_hr_config, official_key_map,  # noqa: E402
                                  official_to_ours, ours_to_official)
 from utils import CLIError  # noqa: E402
@@ -155,11 +155,6 @@ def test_official_checkpoint_folder_end_to_end(tmp_path, capsys):
 HEIGHT, WIDTH = 64, 192
 
 
-class _Opt:
-    height, width, use_stereo, encoder, num_layers = HEIGHT, WIDTH, False, "mpvit", 18
-    depth_decoder, no_dor, min_depth, max_depth = "hr", False, 0.1, 100.0
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """The same random MPViT + HR-with-DOR weights as an official folder, an official folder with
@@ -184,11 +179,19 @@ def folders(tmp_path_factory):
         torch.save({prefix + k: v for k, v in ours_to_official(dec_state, decoder).items()},
                    folder / "depth.pth")
         paths[name] = str(folder)
+    # this repository's layout through the Trainer's own save path
+    from checkpointing import save_weights_folder
+    from options import SRDOptions
+    from srd import SRDModel
+    opt = SRDOptions().parse(["--height", str(HEIGHT), "--width", str(WIDTH), "--encoder", "mpvit",
+                              "--weights_init", "scratch", "--depth_decoder", "hr"])
+    model = SRDModel(opt)
+    model.encoder.load_state_dict(enc_state)
+    model.depth.load_state_dict({k: v for k, v in dec_state.items()
+                                 if not k.startswith("official_unused.")})
     own = base / "own" / "models" / "weights_0"
-    own.mkdir(parents=True)
-    torch.save({**enc_state, **encoder_meta_from_opt(_Opt)}, own / "encoder.pth")
-    torch.save({k: v for k, v in dec_state.items() if not k.startswith("official_unused.")},
-               own / "depth.pth")
+    own.parent.mkdir(parents=True)
+    save_weights_folder(str(own), model, opt, {"epoch": 0})
     paths["own"] = str(own)
     root, splits = str(base / "data"), str(base / "splits")
     H.make_kitti_split(root, splits, "synthetic", 2)
