@@ -84,10 +84,10 @@ def _add_srd(p):
                    help="disable self-reference distillation (no teacher, no multiview check)")
     g.add_argument("--distill_weight", type=float, default=0.1,
                    help="weight of the distillation term per scale")
-    g.add_argument("--teacher_mode", type=str, default="eval", choices=["eval", "train"],
-                   help="mode of the teacher's forward: eval (BatchNorm running statistics, no "
-                        "drop-path: a deterministic teacher) or train (the official code: BatchNorm "
-                        "batch statistics of each frame's batch, drop-path active with --encoder mpvit)")
+    g.add_argument("--teacher_mode", type=str, default="train", choices=["train", "eval"],
+                   help="mode of the teacher's forward: train (default, the official code: BatchNorm "
+                        "batch statistics of each frame's batch, drop-path active with --encoder mpvit) "
+                        "or eval (BatchNorm running statistics, no drop-path: a deterministic teacher)")
     g.add_argument("--distill_start_epoch", type=int, default=1,
                    help="first epoch with a teacher (the teacher of epoch e is the student at the end "
                         "of epoch e-1)")

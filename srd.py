@@ -63,10 +63,10 @@ class Teacher(nn.Module):
 
     Args:
         encoder, depth: the student's networks (deep-copied).
-        mode: "eval" (default): BatchNorm running statistics and no drop-path, a deterministic
-            teacher. "train" (the official code): BatchNorm normalises with the statistics of the batch
-            it is given and drop-path is active (MPViT); each frame is then run as its own batch, as
-            the official code does, so that its statistics are those of that frame's images.
+        mode: "train" (default, the official code): BatchNorm normalises with the statistics of the
+            batch it is given and drop-path is active (MPViT); each frame is then run as its own
+            batch, as the official code does, so that its statistics are those of that frame's
+            images. "eval": BatchNorm running statistics and no drop-path, a deterministic teacher.
 
     forward(images ``[2B,3,H,W]``: frame 0 stacked on the source frame) -> the decoder's dict with
     every tensor ``[2B,...]``. It runs in the channels_last memory format (same numbers, ~15% faster
@@ -75,7 +75,7 @@ class Teacher(nn.Module):
 
     MODES = ("eval", "train")
 
-    def __init__(self, encoder, depth, mode="eval"):
+    def __init__(self, encoder, depth, mode="train"):
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"teacher mode {mode!r}: choose one of {', '.join(self.MODES)}")

@@ -198,7 +198,7 @@ def run_child(args, config):
     model = SRDModel(opt, amp_dtype=amp_dtype(opt, device)).to(device)
     if opt.channels_last:
         model.to(memory_format=torch.channels_last)
-    teacher = Teacher(model.encoder, model.depth) if use_teacher else None
+    teacher = Teacher(model.encoder, model.depth, opt.teacher_mode) if use_teacher else None
     step_model = torch.compile(model) if args.compile else model
     shim = trainer_shim(opt, model, device, teacher, step_model)
     frame_ids = training_frame_ids(opt)

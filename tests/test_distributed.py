@@ -106,7 +106,7 @@ def _model():
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eval()  # batch statistics would differ between b and 2b samples
-    teacher = Teacher(other.encoder, other.depth)
+    teacher = Teacher(other.encoder, other.depth, "eval")  # batch statistics would differ too
     return model, teacher
 
 
