@@ -58,6 +58,8 @@ def image_to_tensor(rgb, width, height):
     shrinking) and return a [3,height,width] float32 tensor in [0, 1]."""
     if rgb.shape[:2] != (height, width):
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+    elif not rgb.flags.writeable:  # a PIL image's buffer, already at the size: torch wants to own it
+        rgb = rgb.copy()
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
 
 
