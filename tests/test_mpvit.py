@@ -143,9 +143,11 @@ def test_stem_matches_io_up_to_the_float16_rounding_of_its_batchnorm_statistics(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [["--teacher_mode", "eval"],
-                                   ["--teacher_mode", "train", "--lr_decoder", "1e-4"]],
-                         ids=["eval-teacher", "official-train-teacher-and-lr"])
+OFFICIAL_LR = ["--learning_rate", "5e-5", "--lr_decoder", "1e-4"]
+
+
+@pytest.mark.parametrize("extra", [["--teacher_mode", mode, *lr] for mode in ("train", "eval")
+                                   for lr in ([], OFFICIAL_LR)], ids=lambda a: " ".join(a))
 def test_mpvit_trains_two_steps_with_teacher(mini_split, tmp_path, extra):
     import math
 
@@ -162,6 +164,9 @@ def test_mpvit_trains_two_steps_with_teacher(mini_split, tmp_path, extra):
     assert "distillation" not in trainer.history[0] and "distillation" in trainer.history[1]
     assert trainer.teacher.mode == extra[1]
     assert trainer.teacher.encoder.training == (extra[1] == "train")
+    expected_rest = 1e-4 if "--lr_decoder" in extra else trainer.opt.learning_rate
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx(
+        [trainer.opt.learning_rate * 0.9 ** 2, expected_rest * 0.9 ** 2])
 
 
 @pytest.mark.slow
