@@ -142,10 +142,10 @@ def test_stem_matches_io_up_to_the_float16_rounding_of_its_batchnorm_statistics(
         assert (d_mean.abs() / _fp16_ulp(p["running_mean"])).max() < 0.5 * HALF_ULP_SLACK
 
 
-@pytest.mark.slow
 OFFICIAL_LR = ["--learning_rate", "5e-5", "--lr_decoder", "1e-4"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [["--teacher_mode", mode, *lr] for mode in ("train", "eval")
                                    for lr in ([], OFFICIAL_LR)], ids=lambda a: " ".join(a))
 def test_mpvit_trains_two_steps_with_teacher(mini_split, tmp_path, extra):
