@@ -166,7 +166,7 @@ def batch_post_process_disparity(l_disp, r_disp):
 def load_rgb(path):
     """Decode an image file to [H,W,3] uint8 RGB (the datasets' decoder: clear errors for a missing
     or corrupt file)."""
-    from datasets.mono_dataset import load_rgb as _load_rgb
+    from utils import load_rgb as _load_rgb
     return _load_rgb(path)
 
 

@@ -35,7 +35,7 @@ matplotlib.use("Agg")
 from matplotlib import colormaps  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from utils import CLIError, atomic_path, atomic_write, run_cli  # noqa: E402
+from utils import CLIError, atomic_path, atomic_write, load_rgb, run_cli  # noqa: E402
 
 # torch, torch.nn.functional and eval_utils (which imports torch) are imported by the PyTorch
 # path only (Predictor), so that `--onnx` runs without torch.
@@ -107,20 +107,6 @@ def video_frames(path):
         capture.release()
     if index == 0:
         raise ValueError(f"video {path} has no readable frame")
-
-
-def load_rgb(path):
-    """Decode an image file to [H,W,3] uint8 RGB without torch (the same checks and messages as
-    ``datasets.mono_dataset.load_rgb``, which the PyTorch path uses)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB") if img.mode != "RGB" else img
-            img.load()
-            return np.asarray(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"image {path} is corrupt or not an image ({e})") from None
 
 
 class OnnxPredictor:

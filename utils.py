@@ -167,3 +167,26 @@ def keep_freed_memory():
         libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
     except (OSError, AttributeError):
         pass
+
+
+def load_rgb(path):
+    """Decode an image file to an [H,W,3] uint8 RGB array (no torch: ``test_simple.py --onnx`` uses
+    it as well as the datasets).
+
+    Raises:
+        FileNotFoundError: naming ``path`` when it does not exist.
+        ValueError: naming ``path`` when it cannot be decoded (corrupt or truncated file).
+    """
+    import numpy as np
+    import PIL.Image
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with PIL.Image.open(path) as img:
+            img = img.convert("RGB") if img.mode != "RGB" else img
+            img.load()
+            return np.asarray(img)
+    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as e:
+        reason = " ".join(str(e).replace(f"'{path}'", "").replace(path, "").split()) or \
+            type(e).__name__
+        raise ValueError(f"image {path} is corrupt or not an image ({reason})") from None

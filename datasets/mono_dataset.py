@@ -8,11 +8,12 @@ import random
 
 import cv2
 import numpy as np
-import PIL.Image
 import torch
 import torch.nn.functional as F
 import torch.utils.data as data
 from torchvision.transforms.v2 import functional as TF
+
+from utils import load_rgb  # noqa: F401  (the loader's decoder; re-exported for callers)
 
 ColorJitterParams = collections.namedtuple("ColorJitterParams",
                                            ["brightness", "contrast", "saturation", "hue"])
@@ -31,26 +32,6 @@ BRIGHTNESS = 0.2
 CONTRAST = 0.2
 SATURATION = 0.2
 HUE = 0.1
-
-
-def load_rgb(path):
-    """Decode an image file to an [H,W,3] uint8 RGB array.
-
-    Raises:
-        FileNotFoundError: naming ``path`` when it does not exist.
-        ValueError: naming ``path`` when it cannot be decoded (corrupt or truncated file).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image {path} does not exist")
-    try:
-        with PIL.Image.open(path) as img:
-            img = img.convert("RGB") if img.mode != "RGB" else img
-            img.load()
-            return np.asarray(img)
-    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as e:
-        reason = " ".join(str(e).replace(f"'{path}'", "").replace(path, "").split()) or \
-            type(e).__name__
-        raise ValueError(f"image {path} is corrupt or not an image ({reason})") from None
 
 
 def image_to_tensor(rgb, width, height):
