@@ -1,5 +1,6 @@
 """Datasets of the repo: the batch-dict contract (``MonoDataset``), the KITTI datasets, KITTI file
-utilities (``datasets.kitti_utils``), and the synthetic KITTI-format scene generator
+utilities (``datasets.kitti_utils``), the training-size image cache (``datasets.image_cache``,
+built by ``prepare_cache.py``), and the synthetic KITTI-format scene generator
 (``datasets.synthetic_kitti``).
 
 The dataset classes are imported on first use, so the torch-free tools (``export_gt_depth.py``,
@@ -16,6 +17,7 @@ _LAZY = {
     "KITTIDepthDataset": ".kitti_dataset",
     "KITTI_AVERAGE_K": ".kitti_dataset",
     "check_data_path": ".kitti_utils",
+    "ImageCache": ".image_cache",
 }
 
 __all__ = sorted(_LAZY) + ["datasets_dict", "build_dataset", "check_dataset_files"]
@@ -40,7 +42,8 @@ def build_dataset(opt, filenames, is_train, frame_ids=None, load_depth=None, num
 
     Args:
         opt: parsed options (uses ``dataset``, ``data_path``, ``height``, ``width``, ``png``,
-            ``use_calib_file`` and, unless ``frame_ids`` is given, ``frame_ids``).
+            ``use_calib_file``, ``image_cache`` when present (None: no cache) and, unless
+            ``frame_ids`` is given, ``frame_ids``).
         filenames: list of split lines, or the path of a split file to read them from.
         is_train: training augmentation on/off.
         frame_ids: frames to load (default ``opt.frame_ids``; add ``"s"`` for stereo).
@@ -64,7 +67,8 @@ def build_dataset(opt, filenames, is_train, frame_ids=None, load_depth=None, num
         opt.data_path, filenames, opt.height, opt.width,
         list(opt.frame_ids) if frame_ids is None else list(frame_ids), num_scales,
         is_train=is_train, img_ext=".png" if getattr(opt, "png", False) else ".jpg",
-        load_depth=load_depth, use_calib_file=getattr(opt, "use_calib_file", False))
+        load_depth=load_depth, use_calib_file=getattr(opt, "use_calib_file", False),
+        image_cache=getattr(opt, "image_cache", None))
 
 
 def check_dataset_files(dataset, split_file, data_path, shown=3):

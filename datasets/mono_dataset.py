@@ -15,6 +15,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from utils import load_rgb  # noqa: F401  (the loader's decoder; re-exported for callers)
 
+from .image_cache import ImageCache, resize_rgb
+
 ColorJitterParams = collections.namedtuple("ColorJitterParams",
                                            ["brightness", "contrast", "saturation", "hue"])
 ColorJitterParams.__doc__ = """Factors of one colour-jitter draw, applied in this order:
@@ -36,10 +38,12 @@ HUE = 0.1
 
 def image_to_tensor(rgb, width, height):
     """Resize an [h,w,3] uint8 image to (height, width) with area averaging (antialiased when
-    shrinking) and return a [3,height,width] float32 tensor in [0, 1]."""
-    if rgb.shape[:2] != (height, width):
-        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-    elif not rgb.flags.writeable:  # a PIL image's buffer, already at the size: torch wants to own it
+    shrinking) and return a [3,height,width] float32 tensor in [0, 1].
+
+    The resize (``resize_rgb``) maps uint8 to uint8, so the image cache stores its result exactly;
+    the float conversion comes after it."""
+    rgb = resize_rgb(rgb, width, height)
+    if not rgb.flags.writeable:  # a PIL buffer or a cache memory map: torch wants to own it
         rgb = rgb.copy()
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
 
@@ -124,6 +128,11 @@ class MonoDataset(data.Dataset):
         load_depth: add ``"depth_gt"``; None = only when not training and ground truth exists
             (building it costs as much as loading the images, so training skips it).
         use_calib_file: take intrinsics from the dataset's calibration files instead of ``self.K``.
+        image_cache: None, or a folder written by ``prepare_cache.py`` (or an
+            ``datasets.image_cache.ImageCache``): scale-0 images are read from it where it holds a
+            current entry at (width, height), else from the original files (one line per reason
+            says so; the split's images are checked when the dataset is built). The cached pixels
+            are the ones the resize would produce, so the batch dict is bit-identical either way.
 
     Batch dict of one sample (a DataLoader adds the leading batch dim B to every entry):
 
@@ -165,7 +174,7 @@ class MonoDataset(data.Dataset):
     full_res_shape = None
 
     def __init__(self, data_path, filenames, height, width, frame_ids, num_scales, is_train=False,
-                 img_ext=".jpg", load_depth=None, use_calib_file=False):
+                 img_ext=".jpg", load_depth=None, use_calib_file=False, image_cache=None):
         super().__init__()
         for frame_id in frame_ids:
             if frame_id != "s" and not isinstance(frame_id, int):
@@ -182,6 +191,11 @@ class MonoDataset(data.Dataset):
         self.img_ext = img_ext
         self.use_calib_file = use_calib_file
         self.load_depth = (not is_train and self.check_depth()) if load_depth is None else load_depth
+        self.image_cache = None
+        if image_cache is not None:
+            self.image_cache = (image_cache if isinstance(image_cache, ImageCache) else
+                                ImageCache(image_cache, data_path, width, height))
+            self.image_cache.summary(sorted(set(self.image_files())))
 
     def __len__(self):
         return len(self.filenames)
@@ -254,9 +268,11 @@ class MonoDataset(data.Dataset):
         return inputs
 
     def get_color(self, folder, frame_index, side, do_flip):
-        """[3,H,W] float32 image in [0, 1] at scale 0, flipped when ``do_flip``."""
-        image = image_to_tensor(load_rgb(self.get_image_path(folder, frame_index, side)),
-                                self.width, self.height)
+        """[3,H,W] float32 image in [0, 1] at scale 0 (from the image cache when it holds it),
+        flipped when ``do_flip``."""
+        path = self.get_image_path(folder, frame_index, side)
+        rgb = self.image_cache.load(path) if self.image_cache is not None else None
+        image = image_to_tensor(load_rgb(path) if rgb is None else rgb, self.width, self.height)
         return torch.flip(image, dims=[-1]) if do_flip else image
 
     @staticmethod
@@ -269,6 +285,16 @@ class MonoDataset(data.Dataset):
         return T
 
     # --- checking the data up front ---------------------------------------------------------
+
+    def image_files(self):
+        """The image path of every frame of every split line (with repeats), in split order."""
+        for index in range(len(self.filenames)):
+            folder, frame_index, side = self.parse_line(index)
+            for frame_id in self.frame_ids:
+                if frame_id == "s":
+                    yield self.get_image_path(folder, frame_index, other_side(side))
+                else:
+                    yield self.get_image_path(folder, frame_index + frame_id, side)
 
     def required_files(self):
         """Every file one pass over the split reads: each frame of ``frame_ids`` (the other side's
