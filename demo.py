@@ -71,15 +71,15 @@ def write_picture(weights_folder, data_path, split_dir, gt_depths, path):
     matplotlib.use("Agg")
     from matplotlib import cm
 
-    from networks.checkpoint import load_depth_model
+    from checkpointing import load_depth_model
     import torch
 
     line = open(os.path.join(split_dir, "synthetic", "test_files.txt")).readline().split()
     image_path = os.path.join(data_path, line[0], "image_02", "data", f"{int(line[1]):010d}.jpg")
     rgb = E.load_rgb(image_path)
     encoder, decoder, meta = load_depth_model(weights_folder, torch.device("cpu"))
-    x = E.image_to_input(rgb, meta["height"], meta["width"])
-    disp = E.predict_disparity(encoder, decoder, x, meta["min_depth"], meta["max_depth"])[0]
+    x = E.image_to_input(rgb, meta.height, meta.width)
+    disp = E.predict_disparity(encoder, decoder, x, meta.min_depth, meta.max_depth)[0]
     gt = gt_depths[0]
     h, w = gt.shape
     pred = 1.0 / E.resize_disp(disp, h, w)
@@ -119,7 +119,7 @@ def main(argv=None):
     eval_opt = evaluation_options(args.data_path, split_dir)
     rows = []
     init_folder = trainer.weights_folder("init")
-    checkpointing.save_weights_folder(init_folder, trainer.model, opt, {})
+    checkpointing.save_weights_folder(init_folder, trainer.model.networks(), trainer.model.spec)
     rows.append(("init", evaluate(init_folder, eval_opt, split_dir, gt_depths)))
     shutil.rmtree(init_folder, ignore_errors=True)  # only its table row is needed
     print_table(rows)

@@ -146,29 +146,30 @@ def build_dataset(opt, split, filenames, height, width):
     check_data_path(opt.data_path)
     dataset = KITTIRAWDataset(opt.data_path, filenames, height, width, [0], 1, is_train=False,
                               img_ext=".png" if opt.png else ".jpg", load_depth=False,
-                              use_calib_file=opt.use_calib_file)
+                              use_calib_file=opt.use_calib_file,
+                              image_cache=getattr(opt, "image_cache", None))
     check_dataset_files(dataset, f"split '{split}'", opt.data_path)
     return dataset
 
 
 def predict_split(opt, weights_folder, split, splits_dir, device):
     """Scaled disparities [N,h,w] of a weights folder on ``split``'s test_files.txt."""
-    from networks.checkpoint import load_depth_model
+    from checkpointing import load_depth_model
     filenames = readlines(split_file_path(split, "test_files.txt", splits_dir))
     encoder, decoder, meta = load_depth_model(weights_folder, device)
     encoder.eval()
     decoder.eval()
-    dataset = build_dataset(opt, split, filenames, meta["height"], meta["width"])
+    dataset = build_dataset(opt, split, filenames, meta.height, meta.width)
     loader = DataLoader(dataset, EVAL_BATCH_SIZE, shuffle=False, drop_last=False,
                         num_workers=min(opt.num_workers, os.cpu_count() or 1),
                         pin_memory=device.type == "cuda")
-    print(f"-> Predicting {len(dataset)} images of split '{split}' at {meta['width']}x"
-          f"{meta['height']} with {weights_folder} on {device}")
+    print(f"-> Predicting {len(dataset)} images of split '{split}' at {meta.width}x"
+          f"{meta.height} with {weights_folder} on {device}")
     disps = []
     for batch in tqdm(loader, desc="predict", disable=opt.no_progress, leave=False):
         images = batch[("color", 0, 0)].to(device)
-        disps.append(E.predict_disparity(encoder, decoder, images, meta["min_depth"],
-                                         meta["max_depth"], opt.post_process))
+        disps.append(E.predict_disparity(encoder, decoder, images, meta.min_depth,
+                                         meta.max_depth, opt.post_process))
     return np.concatenate(disps), meta
 
 
@@ -259,7 +260,7 @@ def score(opt, disps, score_split, gt_depths, source):
 
 def score_make3d(opt, weights_folder, splits_dir, device):
     """Make3D protocol on ``--data_path``; returns the metrics record and prints the table."""
-    from networks.checkpoint import load_depth_model
+    from checkpointing import load_depth_model
     images = readlines(split_file_path("make3d", "test_img_list.txt", splits_dir))
     depths = readlines(split_file_path("make3d", "test_depth_list.txt", splits_dir))
     if len(images) != len(depths):
@@ -272,8 +273,8 @@ def score_make3d(opt, weights_folder, splits_dir, device):
     for img_name, depth_name in tqdm(list(zip(images, depths)), desc="make3d",
                                      disable=opt.no_progress, leave=False):
         image = E.load_rgb(os.path.join(opt.data_path, img_name))
-        batch = E.image_to_input(E.make3d_crop_image(image), meta["height"], meta["width"]).to(device)
-        disp = E.predict_disparity(encoder, decoder, batch, meta["min_depth"], meta["max_depth"],
+        batch = E.image_to_input(E.make3d_crop_image(image), meta.height, meta.width).to(device)
+        disp = E.predict_disparity(encoder, decoder, batch, meta.min_depth, meta.max_depth,
                                    opt.post_process)[0]
         gt = E.make3d_crop_depth(E.load_make3d_depth(os.path.join(opt.data_path, depth_name)),
                                  image.shape[0], image.shape[1])
@@ -351,8 +352,7 @@ def describe_run(opt, weights_folder, score_split, meta):
     """The options that matter for a metrics.json record."""
     model = None
     if meta is not None:
-        model = {k: meta.get(k) for k in ("height", "width", "encoder", "num_layers", "depth_decoder",
-                                          "use_dor", "use_stereo", "min_depth", "max_depth")}
+        model = meta.to_dict()
     return {
         "split": score_split,
         "eval_split": opt.eval_split,

@@ -16,7 +16,6 @@ The split folder is taken from ``--eval_split <folder>_<sequence>``: ``odom_9`` 
 ``splits/synthetic_odom/test_files_09.txt``.
 """
 
-import json
 import os
 import re
 import sys
@@ -28,8 +27,9 @@ from tqdm import tqdm
 
 import eval_utils as E
 from layers import transformation_from_parameters
-from networks.checkpoint import load_checkpoint_file
-from options import SRDOptions, chosen_split_dir
+from checkpointing import load_pose_model
+from networks import PairPose, ModelSpec, check_pair_pose
+from options import SRDOptions, chosen_split_dir, explicit_flags
 from utils import CLIError, SPLITS_DIR, readlines, run_cli, split_file_path
 
 POSE_SPLIT_RE = re.compile(r"^(.*odom)_(\d+)$")
@@ -46,77 +46,28 @@ def parse_pose_split(eval_split):
     return match.group(1), int(match.group(2))
 
 
-def run_options(weights_folder):
-    """The training options of a run (``<weights_folder>/../opt.json``), or {} when absent."""
-    path = os.path.join(os.path.dirname(os.path.abspath(weights_folder)), "opt.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
+def pose_setup(opt, weights_folder, device, explicit=None):
+    """Load the pose network of a weights folder.
 
-
-def pose_setup(opt, weights_folder, device):
-    """Load the pose network of a weights folder; returns (predict(images0, images1) -> [B,4,4], meta).
-
-    Height, width, num_layers and the pose model type come from the run's opt.json / encoder.pth
-    when present, else from the command line.
+    Returns ``(relative_pose, spec)``: ``relative_pose(images0, images1)`` -> ``[B,4,4]`` (points of
+    frame 0 into frame 1) and the :class:`~networks.spec.ModelSpec` (defaults < the run's opt.json
+    < encoder.pth < ``explicit``, the model flags given on the command line).
     """
-    from networks import PoseDecoder, ResnetEncoder
-    trained = run_options(weights_folder)
-    meta = {"height": trained.get("height", opt.height), "width": trained.get("width", opt.width),
-            "num_layers": trained.get("num_layers", opt.num_layers),
-            "pose_model_type": trained.get("pose_model_type", opt.pose_model_type),
-            "pose_model_input": trained.get("pose_model_input", opt.pose_model_input)}
-    encoder_path = os.path.join(weights_folder, "encoder.pth")
-    if not trained and os.path.isfile(encoder_path):
-        stored = load_checkpoint_file(encoder_path, "cpu")
-        meta.update({k: stored[k] for k in ("height", "width", "num_layers") if k in stored})
-    if meta["pose_model_input"] != "pairs" or meta["pose_model_type"] not in ("separate_resnet",
-                                                                              "shared"):
-        raise CLIError("evaluate_pose.py evaluates pose networks on frame pairs "
-                       "(--pose_model_input pairs, --pose_model_type separate_resnet or shared); this "
-                       f"run has {meta['pose_model_input']} / {meta['pose_model_type']}")
-
-    if meta["pose_model_type"] == "shared":
-        from networks.checkpoint import load_depth_model
-        encoder, _, _ = load_depth_model(weights_folder, device)
-        decoder = PoseDecoder(encoder.num_ch_enc, 2)
-        _load_into(decoder, weights_folder, "pose.pth", device)
-
-        def predict(images0, images1):
-            return decoder([encoder(images0), encoder(images1)])
-    else:
-        encoder = ResnetEncoder(meta["num_layers"], False, num_input_images=2)
-        _load_into(encoder, weights_folder, "pose_encoder.pth", device)
-        decoder = PoseDecoder(encoder.num_ch_enc, 1, 2)
-        _load_into(decoder, weights_folder, "pose.pth", device)
-
-        def predict(images0, images1):
-            return decoder([encoder(torch.cat([images0, images1], 1))])
-    encoder.to(device).eval()
-    decoder.to(device).eval()
+    pose_encoder, pose, depth_encoder, spec = load_pose_model(weights_folder, device, explicit)
+    check_pair_pose(spec, "evaluate_pose.py")
+    net = PairPose(spec.pose_model_type, pose_encoder, pose, depth_encoder).to(device).eval()
 
     @torch.no_grad()
     def relative_pose(images0, images1):
-        axisangle, translation = predict(images0, images1)
-        return transformation_from_parameters(axisangle[:, 0], translation[:, 0])
-    return relative_pose, meta
+        return transformation_from_parameters(*net(images0, images1))
+    return relative_pose, spec
 
 
-def _load_into(module, folder, name, device):
-    """Load ``<folder>/<name>`` into ``module`` strictly, with one-line errors."""
-    from networks.checkpoint import _load_strict
-    path = os.path.join(folder, name)
-    state = load_checkpoint_file(path, device, "pose evaluation needs pose_encoder.pth and "
-                                 "pose.pth in --load_weights_folder")
-    _load_strict(module, state, path, f"pose network ({name})")
-
-
-def predict_poses(opt, relative_pose, meta, filenames, device):
+def predict_poses(opt, relative_pose, spec, filenames, device):
     """Relative poses [N,4,4] (points of frame i into frame i+1) for every line of the split."""
     from datasets.kitti_dataset import KITTIOdomDataset, check_data_path
     check_data_path(opt.data_path)
-    dataset = KITTIOdomDataset(opt.data_path, filenames, meta["height"], meta["width"], [0, 1], 1,
+    dataset = KITTIOdomDataset(opt.data_path, filenames, spec.height, spec.width, [0, 1], 1,
                                is_train=False, img_ext=".png" if opt.png else ".jpg",
                                load_depth=False, use_calib_file=opt.use_calib_file)
     loader = DataLoader(dataset, EVAL_BATCH_SIZE, shuffle=False, drop_last=False,
@@ -129,7 +80,7 @@ def predict_poses(opt, relative_pose, meta, filenames, device):
     return np.concatenate(poses)
 
 
-def evaluate(opt, splits_dir=SPLITS_DIR):
+def evaluate(opt, splits_dir=SPLITS_DIR, explicit=None):
     """Run the evaluation; returns the metrics record written to metrics.json."""
     folder_name, sequence = parse_pose_split(opt.eval_split)
     if not opt.load_weights_folder:
@@ -145,10 +96,10 @@ def evaluate(opt, splits_dir=SPLITS_DIR):
                          f"poses/{sequence:02d}.txt (expected one more pose than split lines)")
 
     device = torch.device("cuda" if torch.cuda.is_available() and not opt.no_cuda else "cpu")
-    relative_pose, meta = pose_setup(opt, weights_folder, device)
+    relative_pose, spec = pose_setup(opt, weights_folder, device, explicit)
     print(f"-> Predicting {len(filenames)} relative poses of sequence {sequence:02d} at "
-          f"{meta['width']}x{meta['height']} on {device}")
-    pred_local = predict_poses(opt, relative_pose, meta, filenames, device)
+          f"{spec.width}x{spec.height} on {device}")
+    pred_local = predict_poses(opt, relative_pose, spec, filenames, device)
 
     ates = E.snippet_ates(pred_local, gt_local, TRACK_LENGTH)
     mean, std = float(np.mean(ates)), float(np.std(ates))
@@ -156,7 +107,7 @@ def evaluate(opt, splits_dir=SPLITS_DIR):
     record = {"split": opt.eval_split, "sequence": sequence, "ate_mean": mean, "ate_std": std,
               "num_snippets": len(ates), "track_length": TRACK_LENGTH,
               "weights_folder": os.path.abspath(weights_folder),
-              "data_path": os.path.abspath(opt.data_path), "model": meta}
+              "data_path": os.path.abspath(opt.data_path), "model": spec.to_dict()}
     out_dir = os.path.expanduser(opt.eval_out_dir) if opt.eval_out_dir else weights_folder
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "metrics_pose.json")
@@ -167,9 +118,12 @@ def evaluate(opt, splits_dir=SPLITS_DIR):
 
 def main(argv=None, splits_dir=SPLITS_DIR):
     # Pose evaluation has no --eval_mono/--eval_stereo choice: validate as for training.
-    opt = SRDOptions("Evaluate a pose network on KITTI odometry (absolute trajectory error of "
-                     "5-frame snippets)").parse(argv, mode="train")
-    return evaluate(opt, chosen_split_dir(opt, argv, splits_dir))
+    options = SRDOptions("Evaluate a pose network on KITTI odometry (absolute trajectory error of "
+                         "5-frame snippets)")
+    opt = options.parse(argv, mode="train")
+    given = explicit_flags(options.parser, sys.argv[1:] if argv is None else argv)
+    explicit = {k: getattr(opt, k) for k in given if k in ModelSpec.__dataclass_fields__}
+    return evaluate(opt, chosen_split_dir(opt, argv, splits_dir), explicit)
 
 
 if __name__ == "__main__":

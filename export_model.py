@@ -4,7 +4,7 @@
     python export_model.py --load_weights_folder <weights_N> --pose --output_dir exported/
 
 ``--load_weights_folder`` is a weights folder of this repo (``<run>/models/weights_<epoch>``) or an
-official SRD / MonoViT / Monodepth2 folder (``networks.checkpoint.load_depth_model`` reads all of
+official SRD / MonoViT / Monodepth2 folder (``checkpointing.load_depth_model`` reads all of
 them). The input size is fixed to the checkpoint's height x width (``encoder.pth`` / ``opt.json``);
 the batch axis is dynamic.
 
@@ -119,7 +119,6 @@ def validate(args):
 
 # ------------------------------------------------------------------------------------ modules
 def _modules():
-    import torch
     import torch.nn as nn
 
     from layers import disp_to_depth, transformation_from_parameters
@@ -139,16 +138,12 @@ def _modules():
     class PoseNet(nn.Module):
         """(image0, image1) [B,3,H,W] -> (axisangle [B,3], translation [B,3], cam_T_cam [B,4,4])."""
 
-        def __init__(self, encoder, decoder, shared):
+        def __init__(self, pair_pose):
             super().__init__()
-            self.encoder, self.decoder, self.shared = encoder, decoder, shared
+            self.pair_pose = pair_pose
 
         def forward(self, image0, image1):
-            if self.shared:
-                axisangle, translation = self.decoder([self.encoder(image0), self.encoder(image1)])
-            else:
-                axisangle, translation = self.decoder([self.encoder(torch.cat([image0, image1], 1))])
-            axisangle, translation = axisangle[:, 0], translation[:, 0]
+            axisangle, translation = self.pair_pose(image0, image1)
             return (axisangle[:, 0], translation[:, 0],
                     transformation_from_parameters(axisangle, translation))
 
@@ -156,82 +151,41 @@ def _modules():
 
 
 def build_depth(folder, min_depth=None, max_depth=None, log=print):
-    """The eager depth export module of ``folder`` on the CPU and its meta (height, width, range)."""
+    """The eager depth export module of ``folder`` on the CPU and its spec (``--min_depth`` /
+    ``--max_depth`` override the depth range)."""
     import torch
 
-    from networks.checkpoint import load_depth_model
-    encoder, decoder, meta = load_depth_model(folder, torch.device("cpu"), log=log)
-    meta = dict(meta)
-    if min_depth is not None:
-        meta["min_depth"] = float(min_depth)
-    if max_depth is not None:
-        meta["max_depth"] = float(max_depth)
-    if meta["min_depth"] >= meta["max_depth"]:
-        raise CLIError(f"depth range {meta['min_depth']}..{meta['max_depth']} is empty: check "
+    from checkpointing import load_depth_model
+    explicit = {k: float(v) for k, v in (("min_depth", min_depth), ("max_depth", max_depth))
+                if v is not None}
+    encoder, decoder, spec = load_depth_model(folder, torch.device("cpu"), explicit, log=log)
+    if spec.min_depth >= spec.max_depth:
+        raise CLIError(f"depth range {spec.min_depth}..{spec.max_depth} is empty: check "
                        "--min_depth / --max_depth")
     DepthNet, _ = _modules()
-    return DepthNet(encoder, decoder, meta["min_depth"], meta["max_depth"]).eval(), meta
-
-
-def _load_weights(module, folder, name):
-    """Load ``<folder>/<name>`` into ``module`` strictly (FileNotFoundError / ValueError naming it)."""
-    from networks.checkpoint import load_checkpoint_file
-    path = os.path.join(folder, name)
-    state = load_checkpoint_file(path, "cpu", "--pose needs pose_encoder.pth (separate_resnet) and "
-                                 "pose.pth in --load_weights_folder")
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"{path} does not fit the pose network: {first}") from None
+    return DepthNet(encoder, decoder, spec.min_depth, spec.max_depth).eval(), spec
 
 
 def build_pose(folder, log=print):
-    """The eager pose export module of ``folder``: the networks evaluate_pose.py evaluates (frame
-    pairs; separate_resnet or shared), configured from ``../opt.json`` / ``encoder.pth``."""
-    import json
-
+    """The eager pose export module of ``folder``: the network evaluate_pose.py evaluates (frame
+    pairs; separate_resnet or shared), and its spec."""
     import torch
 
-    from networks import PoseDecoder, ResnetEncoder
-    opt_path = os.path.join(os.path.dirname(os.path.abspath(folder)), "opt.json")
-    trained = {}
-    if os.path.isfile(opt_path):
-        with open(opt_path) as f:
-            trained = json.load(f)
-    from networks.checkpoint import load_checkpoint_file
-    stored = load_checkpoint_file(os.path.join(folder, "encoder.pth"), "cpu")
-    meta = {key: trained.get(key, stored.get(key, default)) for key, default in
-            (("height", 192), ("width", 640), ("num_layers", 18))}
-    meta = {key: int(value) for key, value in meta.items()}
-    meta["pose_model_type"] = trained.get("pose_model_type", "separate_resnet")
-    meta["pose_model_input"] = trained.get("pose_model_input", "pairs")
-    if meta["pose_model_input"] != "pairs" or meta["pose_model_type"] not in ("separate_resnet",
-                                                                              "shared"):
-        raise CLIError(f"--pose exports pose networks on frame pairs (separate_resnet or shared, "
-                       f"pose_model_input pairs); {folder} has {meta['pose_model_input']} / "
-                       f"{meta['pose_model_type']}")
-    shared = meta["pose_model_type"] == "shared"
-    if shared:
-        from networks.checkpoint import load_depth_model
-        encoder, _, _ = load_depth_model(folder, torch.device("cpu"), log=None)
-        decoder = PoseDecoder(encoder.num_ch_enc, 2)
-    else:
-        encoder = ResnetEncoder(meta["num_layers"], False, num_input_images=2)
-        _load_weights(encoder, folder, "pose_encoder.pth")
-        decoder = PoseDecoder(encoder.num_ch_enc, 1, 2)
-    _load_weights(decoder, folder, "pose.pth")
+    from checkpointing import load_pose_model
+    from networks import PairPose, check_pair_pose
+    pose_encoder, pose, depth_encoder, spec = load_pose_model(folder, torch.device("cpu"))
+    check_pair_pose(spec, "--pose")
     if log:
-        log(f"-> Loaded the {meta['pose_model_type']} pose network of {folder}")
+        log(f"-> Loaded the {spec.pose_model_type} pose network of {folder}")
     _, PoseNet = _modules()
-    return PoseNet(encoder, decoder, shared).eval(), meta
+    return PoseNet(PairPose(spec.pose_model_type, pose_encoder, pose, depth_encoder)).eval(), spec
 
 
 # ------------------------------------------------------------------------------------ export
 def check_size(meta):
     for key in ("height", "width"):
-        if meta[key] % 32:
-            raise CLIError(f"the checkpoint's {key} {meta[key]} is not a multiple of 32: the "
+        if getattr(meta, key) % 32:
+            raise CLIError(f"the checkpoint's {key} {getattr(meta, key)} is not a multiple of 32: the "
                            "encoder/decoder need sizes divisible by 32 (retrain or fix opt.json)")
 
 
@@ -275,7 +229,7 @@ def load_check_images(image, meta, pose):
     """The check input(s): [1,3,H,W] float32 of ``image``; for pose also its mirror as frame 1."""
     import eval_utils as E
     rgb = E.load_rgb(image)
-    x = E.image_to_input(rgb, meta["height"], meta["width"]).float()
+    x = E.image_to_input(rgb, meta.height, meta.width).float()
     if pose:
         # a second view that differs from the first (shifted by 4 px), so the pose is not trivial
         return x, x.roll(4, dims=3)
@@ -298,10 +252,10 @@ def export(args):
     with torch.no_grad():
         eager = [t.numpy() for t in module(*example)]
     metadata = {"producer": "SRD export_model.py", "source": os.path.abspath(folder),
-                "height": str(meta["height"]), "width": str(meta["width"])}
+                "height": str(meta.height), "width": str(meta.width)}
     if not args.pose:
-        metadata.update({"min_depth": repr(meta["min_depth"]), "max_depth": repr(meta["max_depth"]),
-                         "use_stereo": "true" if meta["use_stereo"] else "false"})
+        metadata.update({"min_depth": repr(meta.min_depth), "max_depth": repr(meta.max_depth),
+                         "use_stereo": "true" if meta.use_stereo else "false"})
     os.makedirs(out_dir, exist_ok=True)
     targets = {"onnx": os.path.join(out_dir, f"{name}.onnx"),
                "torchscript": os.path.join(out_dir, f"{name}.pt")}
@@ -335,10 +289,10 @@ def export(args):
         for tmp in temps.values():  # mkstemp makes 0600 files; give them the usual permissions
             os.chmod(tmp, 0o666 & ~umask)
     written = [targets[fmt] for fmt in args.formats]
-    size = f"{meta['width']}x{meta['height']}"
+    size = f"{meta.width}x{meta.height}"
     print(f"-> Wrote {', '.join(written)} (input {size}, dynamic batch, outputs "
           f"{', '.join(output_names)})")
-    return {"files": written, "max_abs_diff": report, "meta": meta}
+    return {"files": written, "max_abs_diff": report, "meta": meta.to_dict()}
 
 
 def main(argv=None):

@@ -28,6 +28,11 @@ def _add_paths(p):
     g.add_argument("--data_path", type=str, default=os.path.join(FILE_DIR, "kitti_data"),
                    help="root of the KITTI raw data (or of the synthetic scene from "
                         "`python -m datasets.synthetic_kitti`)")
+    g.add_argument("--image_cache", type=str, default=None,
+                   help="folder written by `python prepare_cache.py` (the split's images already "
+                        "resized to --width x --height, bit-identical to resizing on the fly): "
+                        "read images from it where it is current, else from --data_path (one line "
+                        "per reason says so); default: no cache")
     g.add_argument("--split_dir", type=str, default=os.path.join(FILE_DIR, "splits"),
                    help="folder holding the split folders (<split_dir>/<split>/train_files.txt, "
                         "gt_depths.npz, ...); default: the repo's splits/")
@@ -314,11 +319,10 @@ def validate(opt, mode="train"):
 
 
 def save_options(opt, path):
-    """Write the resolved options as JSON (temp file + rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    """Write the resolved options as JSON (complete or not at all: ``utils.atomic_write``)."""
+    from utils import atomic_write
+    with atomic_write(path, "w") as f:
         json.dump(vars(opt), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def explicit_flags(parser, args):
@@ -343,9 +347,10 @@ def chosen_split_dir(opt, args, default):
     return opt.split_dir if "split_dir" in explicit_flags(SRDOptions().parser, args) else default
 
 
-def run_options_file(resume_path):
-    """The opt.json of the run that ``--resume`` points to (run folder, weights folder or state file)."""
-    path = os.path.abspath(os.path.expanduser(resume_path))
+def run_options_file(path):
+    """The opt.json of the run that ``path`` belongs to (a run folder, its ``models/`` folder, a
+    ``weights_<epoch>`` folder or a file in one), or None."""
+    path = os.path.abspath(os.path.expanduser(path))
     folder = os.path.dirname(path) if os.path.isfile(path) else path
     for candidate in (os.path.join(folder, "models", "opt.json"), os.path.join(folder, "opt.json"),
                       os.path.join(os.path.dirname(folder), "opt.json")):
@@ -354,15 +359,30 @@ def run_options_file(resume_path):
     return None
 
 
+def load_run_options(path):
+    """The options dict a run was trained with (its opt.json, found by :func:`run_options_file`), or
+    None when there is none. The one reader of opt.json: resume, evaluation and checkpoint loading.
+
+    Raises:
+        ValueError: the opt.json exists but is not readable JSON (naming it).
+    """
+    found = run_options_file(path)
+    if found is None:
+        return None
+    try:
+        with open(found) as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {found}: {' '.join(str(exc).split())}") from None
+
+
 def apply_resume_options(options, opt, args):
     """With ``--resume``, the run's saved options apply, overridden by the flags given now."""
     if not opt.resume:
         return opt
-    path = run_options_file(opt.resume)
-    if path is None:
+    saved = load_run_options(opt.resume)
+    if saved is None:
         options.parser.exit(2, f"error: --resume {opt.resume}: no opt.json found in that run\n")
-    with open(path) as f:
-        saved = json.load(f)
     given = explicit_flags(options.parser, args)
     for key, value in saved.items():
         if key not in given and key not in ("resume", "local_rank") and hasattr(opt, key):

@@ -23,12 +23,18 @@ import torch.nn.functional as F
 import losses as L
 from layers import (SSIM, BackprojectDepth, Project3D, disp_to_depth, get_smooth_loss,
                     transformation_from_parameters)
-from networks import PoseCNN, PoseDecoder, ResnetEncoder, build_depth_decoder, build_depth_encoder
+from networks import (ModelSpec, build_depth, build_depth_decoder, build_pose, networks_by_name,
+                      predict_pose)
 
 
 def training_frame_ids(opt):
     """Frame ids the loader must provide: ``--frame_ids`` plus ``"s"`` with ``--use_stereo``."""
     return list(opt.frame_ids) + (["s"] if opt.use_stereo else [])
+
+
+def model_spec(opt):
+    """The :class:`~networks.spec.ModelSpec` of the training options (what encoder.pth records)."""
+    return ModelSpec.from_mapping(vars(opt))
 
 
 def amp_dtype(opt, device):
@@ -111,15 +117,14 @@ class SRDModel(nn.Module):
         self.amp_dtype = amp_dtype
         self.frame_ids = training_frame_ids(opt)
         self.scales = list(opt.scales)
-        self.num_input_frames = len(opt.frame_ids)
-        self.num_pose_frames = 2 if opt.pose_model_input == "pairs" else self.num_input_frames
         self.use_pose_net = not (opt.use_stereo and list(opt.frame_ids) == [0])
         pretrained = opt.weights_init == "pretrained"
+        self.spec = model_spec(opt)
 
-        self.encoder = build_depth_encoder(opt, pretrained)
-        self.depth = build_depth_decoder(opt.depth_decoder, self.encoder.num_ch_enc, self.scales,
-                                         use_dor=not opt.no_dor)
-        self.pose_encoder, self.pose = self._build_pose(opt, pretrained)
+        self.encoder, self.depth = build_depth(self.spec, pretrained, opt.encoder_weights)
+        self.pose_encoder, self.pose = None, None
+        if self.use_pose_net:
+            self.pose_encoder, self.pose = build_pose(self.spec, self.encoder, pretrained)
         self.mask_decoder = None
         if opt.predictive_mask:
             self.mask_decoder = build_depth_decoder(
@@ -131,29 +136,10 @@ class SRDModel(nn.Module):
         self.backproject = nn.ModuleList(BackprojectDepth(h // 2 ** s, w // 2 ** s) for s in range(4))
         self.project = nn.ModuleList(Project3D(h // 2 ** s, w // 2 ** s) for s in range(4))
 
-    def _build_pose(self, opt, pretrained):
-        if not self.use_pose_net:
-            return None, None
-        if opt.pose_model_type == "separate_resnet":
-            enc = ResnetEncoder(opt.num_layers, pretrained, num_input_images=self.num_pose_frames)
-            enc.encoder.fc.requires_grad_(False)
-            n_pred = 2 if opt.pose_model_input == "pairs" else self.num_pose_frames - 1
-            return enc, PoseDecoder(enc.num_ch_enc, num_input_features=1,
-                                    num_frames_to_predict_for=n_pred)
-        if opt.pose_model_type == "shared":
-            return None, PoseDecoder(self.encoder.num_ch_enc, self.num_pose_frames)
-        return None, PoseCNN(self.num_pose_frames)
-
     def networks(self):
         """Name -> module of the networks written to ``weights_<epoch>/<name>.pth``."""
-        nets = {"encoder": self.encoder, "depth": self.depth}
-        if self.pose_encoder is not None:
-            nets["pose_encoder"] = self.pose_encoder
-        if self.pose is not None:
-            nets["pose"] = self.pose
-        if self.mask_decoder is not None:
-            nets["mask"] = self.mask_decoder
-        return nets
+        return networks_by_name(self.encoder, self.depth, self.pose_encoder, self.pose,
+                                self.mask_decoder)
 
     def _autocast(self, like):
         """Autocast context for a network forward on ``like``'s device (a no-op without --amp)."""
@@ -213,12 +199,9 @@ class SRDModel(nn.Module):
             return to_float32(self._pose_network(inputs, features, frames))
 
     def _pose_network(self, inputs, features, frames):
-        if self.opt.pose_model_type == "shared":
-            return self.pose([features[f] for f in frames])
-        images = torch.cat([inputs[("color_aug", f, 0)] for f in frames], 1)
-        if self.opt.pose_model_type == "separate_resnet":
-            return self.pose([self.pose_encoder(images)])
-        return self.pose(images)
+        images = [inputs[("color_aug", f, 0)] for f in frames]
+        feats = [features[f] for f in frames] if self.opt.pose_model_type == "shared" else None
+        return predict_pose(self.opt.pose_model_type, self.pose_encoder, self.pose, images, feats)
 
     def _store_pose(self, out, f, axisangle, translation, invert):
         out[("axisangle", 0, f)] = axisangle

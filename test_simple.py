@@ -26,6 +26,7 @@ import glob
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 import cv2
 import matplotlib
@@ -136,12 +137,12 @@ class OnnxPredictor:
         self.input_name = inputs[0].name
         _, _, height, width = inputs[0].shape
         props = self.session.get_modelmeta().custom_metadata_map
-        self.meta = {"height": int(height), "width": int(width),
-                     "use_stereo": props.get("use_stereo", "false") == "true"}
+        self.meta = SimpleNamespace(height=int(height), width=int(width),
+                                    use_stereo=props.get("use_stereo", "false") == "true")
 
     def __call__(self, rgb):
         height, width = rgb.shape[:2]
-        size = (self.meta["width"], self.meta["height"])
+        size = (self.meta.width, self.meta.height)
         if rgb.shape[:2] != (size[1], size[0]):
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         x = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255)
@@ -154,7 +155,7 @@ class Predictor:
     """A loaded depth model that turns an RGB image of any size into disparity at that size."""
 
     def __init__(self, model_path, device):
-        from networks.checkpoint import load_depth_model
+        from checkpointing import load_depth_model
         if not os.path.isdir(model_path):
             raise FileNotFoundError(f"--model_path {model_path} does not exist (a weights folder "
                                     "<run>/models/weights_<epoch> with encoder.pth and depth.pth)")
@@ -168,9 +169,9 @@ class Predictor:
 
         import eval_utils as E
         height, width = rgb.shape[:2]
-        images = E.image_to_input(rgb, self.meta["height"], self.meta["width"]).to(self.device)
+        images = E.image_to_input(rgb, self.meta.height, self.meta.width).to(self.device)
         disp = torch.from_numpy(E.predict_disparity(self.encoder, self.decoder, images,
-                                                    self.meta["min_depth"], self.meta["max_depth"]))
+                                                    self.meta.min_depth, self.meta.max_depth))
         resized = F.interpolate(disp[:, None], (height, width), mode="bilinear", align_corners=False)
         return resized[0, 0].numpy().astype(np.float32)
 
@@ -202,7 +203,7 @@ def run(args):
         device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
         model = args.model_path
         predictor = Predictor(os.path.expanduser(args.model_path), device)
-    if args.pred_metric_depth and not predictor.meta["use_stereo"]:
+    if args.pred_metric_depth and not predictor.meta.use_stereo:
         print("warning: --pred_metric_depth needs a model trained with stereo (--use_stereo); this "
               "one was not, so its depth has no metric scale", file=sys.stderr)
     if args.output_dir:
@@ -212,8 +213,8 @@ def run(args):
     else:
         out_dir = args.image_path
     os.makedirs(out_dir, exist_ok=True)
-    print(f"-> Predicting with {model} ({predictor.meta['width']}x"
-          f"{predictor.meta['height']}) on {device}; writing to {out_dir}")
+    print(f"-> Predicting with {model} ({predictor.meta.width}x"
+          f"{predictor.meta.height}) on {device}; writing to {out_dir}")
 
     if kind == "video":
         stem = os.path.splitext(os.path.basename(inputs))[0]

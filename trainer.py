@@ -103,7 +103,7 @@ class Trainer:
         self.optimizer, self.scheduler = self._build_optimizer()
         self.epoch, self.step, self.start_epoch = 0, 0, 0
         if opt.load_weights_folder:
-            ckpt.warm_start(self.model, opt.load_weights_folder, opt.models_to_load, self.log)
+            ckpt.warm_start(self.model.networks(), opt.load_weights_folder, opt.models_to_load, self.log)
         if opt.resume:
             self._resume(opt.resume)
         self.ddp_model = self._wrap_ddp()
@@ -405,7 +405,8 @@ class Trainer:
                 "scaler": None if self.scaler is None else self.scaler.state_dict(),
                 "rng": ckpt.rng_state(),
             }
-            ckpt.save_weights_folder(folder, self.model, self.opt, state)
+            ckpt.save_weights_folder(folder, self.model.networks(), self.model.spec, state,
+                                     self.opt.keep_training_states)
         if self.world_size > 1:
             dist.barrier()
         return self.weights_folder(self.epoch)
@@ -416,7 +417,7 @@ class Trainer:
     def _resume(self, path):
         state_file = ckpt.find_training_state(path)
         state = ckpt.load_training_state(state_file, self.device)
-        ckpt.load_networks(self.model, os.path.dirname(state_file), self.device)
+        ckpt.load_networks(self.model.networks(), os.path.dirname(state_file), self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler") is not None:

@@ -82,7 +82,7 @@ def write_checkpoint(models_dir, args, decoder):
     os.makedirs(models_dir, exist_ok=True)
     save_options(opt, os.path.join(models_dir, "opt.json"))
     folder = os.path.join(models_dir, "weights_0")
-    ckpt.save_weights_folder(folder, model, opt, {"epoch": 0})
+    ckpt.save_weights_folder(folder, model.networks(), model.spec, {"epoch": 0})
     return folder
 
 

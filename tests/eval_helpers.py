@@ -46,7 +46,7 @@ def make_checkpoint(models_dir, epochs=(0,), depth_decoder="unet", use_dor=True,
         torch.manual_seed(seed + i)
         model = SRDModel(opt)
         folder = os.path.join(models_dir, f"weights_{epoch}")
-        save_weights_folder(folder, model, opt, {"epoch": epoch})
+        save_weights_folder(folder, model.networks(), model.spec, {"epoch": epoch})
         folders.append(folder)
     return folders
 

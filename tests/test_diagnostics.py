@@ -186,7 +186,7 @@ def test_the_warm_start_recipe_is_unchanged_by_default(mini_split, tmp_path):
     seed_run = _trainer(scene, tmp_path)
     from checkpointing import save_weights_folder
     folder = str(tmp_path / "warm")
-    save_weights_folder(folder, seed_run.model, seed_run.opt, {})
+    save_weights_folder(folder, seed_run.model.networks(), seed_run.model.spec)
     warm = ["--weights_init", "scratch", "--load_weights_folder", folder]
     default = _first_losses(scene, tmp_path, "default", *warm)
     off = _first_losses(scene, tmp_path, "off", *warm, "--automask_warmup_epochs", "0")

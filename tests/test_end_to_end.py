@@ -58,7 +58,7 @@ def _train_and_evaluate(demo_scene, tmp_path_factory, name, extra=()):
                                             "--log_dir", log_dir, "--model_name", name, *extra])
     trainer = Trainer(opt)
     init = trainer.weights_folder("init")
-    checkpointing.save_weights_folder(init, trainer.model, opt, {})
+    checkpointing.save_weights_folder(init, trainer.model.networks(), trainer.model.spec)
     trainer.train()
     eval_opt = _eval_opt(data_path, split_dir)
     gt = evaluate_depth.load_gt_depths("synthetic", split_dir, data_path)

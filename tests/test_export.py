@@ -35,7 +35,7 @@ def weights(tmp_path_factory):
     torch.manual_seed(0)
     model = SRDModel(opt).eval()
     folder = str(tmp_path_factory.mktemp("export") / "models" / "weights_0")
-    save_weights_folder(folder, model, opt, {"epoch": 0})
+    save_weights_folder(folder, model.networks(), model.spec, {"epoch": 0})
     return folder
 
 
@@ -73,7 +73,7 @@ def test_dynamic_batch_onnxruntime_and_torchscript(weights, exported):
     module, meta = _eager(weights)
     rgb = test_simple.load_rgb(KITTI_FRAME)
     import eval_utils as E
-    one = E.image_to_input(rgb, meta["height"], meta["width"])
+    one = E.image_to_input(rgb, meta.height, meta.width)
     session = ort.InferenceSession(os.path.join(out, "depth.onnx"),
                                    providers=["CPUExecutionProvider"])
     scripted = torch.jit.load(os.path.join(out, "depth.pt"))

@@ -25,6 +25,7 @@ from batch_helpers import add_intrinsics  # noqa: E402
 import eval_helpers as H  # noqa: E402
 
 import evaluate_pose  # noqa: E402
+from networks.spec import ModelSpec  # noqa: E402
 from options import SRDOptions  # noqa: E402
 from srd import SRDModel  # noqa: E402
 
@@ -428,12 +429,12 @@ def test_pose_evaluation_reports_the_ate_of_a_known_trajectory(tmp_path, monkeyp
     pred[:, :3, 3] = [0.75, 0.0, -1.0]  # gt local poses are (0, 0, -1): points move back
     served = []
 
-    def fake_setup(opt, folder, device):
+    def fake_setup(opt, folder, device, explicit=None):
         def relative_pose(images0, images1):
             k = len(served)
             served.extend(range(images0.shape[0]))
             return torch.from_numpy(pred[k:k + images0.shape[0]])
-        return relative_pose, {"height": 32, "width": 96}
+        return relative_pose, ModelSpec(height=32, width=96)
 
     monkeypatch.setattr(evaluate_pose, "pose_setup", fake_setup)
     record = evaluate_pose.main(["--data_path", str(root), "--eval_split", "odom_9",

@@ -173,7 +173,7 @@ def test_mpvit_trains_two_steps_with_teacher(mini_split, tmp_path, extra):
 def test_mpvit_resume_is_exact_and_the_checkpoint_evaluates(mini_split, tmp_path):
     """As for ResNet: 2 epochs in one go == 1 epoch + --resume for the second (drop-path draws
     included, through the restored RNG state); the saved folder loads for evaluation as MPViT."""
-    from networks.checkpoint import load_depth_model
+    from checkpointing import load_depth_model
     from options import SRDOptions, apply_resume_options
     from tests.test_training import make_opt
     from trainer import Trainer
@@ -192,7 +192,7 @@ def test_mpvit_resume_is_exact_and_the_checkpoint_evaluates(mini_split, tmp_path
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=0), k
     encoder, decoder, meta = load_depth_model(resumed.weights_folder(1), torch.device("cpu"))
-    assert type(encoder).__name__ == "MPViTEncoder" and meta["encoder"] == "mpvit"
+    assert type(encoder).__name__ == "MPViTEncoder" and meta.encoder == "mpvit"
     x = torch.rand(1, 3, 64, 192)
     resumed.model.eval()
     with torch.no_grad():
@@ -201,9 +201,7 @@ def test_mpvit_resume_is_exact_and_the_checkpoint_evaluates(mini_split, tmp_path
 
 
 def test_mpvit_pretrained_without_weights_file_is_one_clear_error(tmp_path):
-    from types import SimpleNamespace
-
-    from networks import PretrainedWeightsUnavailable, build_depth_encoder
-    opt = SimpleNamespace(encoder="mpvit", encoder_weights=str(tmp_path / "mpvit_small.pth"))
+    from networks import ModelSpec, PretrainedWeightsUnavailable, build_depth_encoder
+    spec = ModelSpec(encoder="mpvit")
     with pytest.raises(PretrainedWeightsUnavailable, match="mpvit_small.pth.*--weights_init scratch"):
-        build_depth_encoder(opt, pretrained=True)
+        build_depth_encoder(spec, pretrained=True, encoder_weights=str(tmp_path / "mpvit_small.pth"))

@@ -13,11 +13,17 @@ import torchvision
 from networks import (DepthDecoder, DisparityOffsetRefinement, HRDepthDecoder, PoseCNN, PoseDecoder,
                       PretrainedWeightsUnavailable, ResnetEncoder, build_depth_decoder,
                       repeat_conv1_weight)
-from networks.checkpoint import (encoder_meta_from_opt, load_depth_model,
-                                 save_state_dict_atomic)
+from checkpointing import load_depth_model
+from networks.spec import ModelSpec
+from utils import atomic_write
 from networks.depth_decoder import monodepth2_depth_state_dict_to_unet
 
 SMALL_H, SMALL_W = 64, 128
+
+
+def save_state_dict_atomic(state, path):
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def _features(num_ch_enc, height, width, batch=2, seed=0):
@@ -295,6 +301,7 @@ def _perturb(module, seed):
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     opt = _Opt()
+    opt_dict = {k: getattr(opt, k) for k in dir(_Opt) if not k.startswith("_")}
     encoder = ResnetEncoder(18, pretrained=False)
     decoder = build_depth_decoder(opt.depth_decoder, encoder.num_ch_enc, opt.scales, not opt.no_dor)
     _perturb(encoder, 1)
@@ -303,17 +310,16 @@ def test_save_load_round_trip(tmp_path):
     models_dir = tmp_path / "run" / "models"
     weights = models_dir / "weights_0"
     state = encoder.state_dict()
-    state.update(encoder_meta_from_opt(opt))
+    state.update(ModelSpec.from_mapping(opt_dict).encoder_meta())
     save_state_dict_atomic(state, str(weights / "encoder.pth"))
     save_state_dict_atomic(decoder.state_dict(), str(weights / "depth.pth"))
     assert sorted(os.listdir(weights)) == ["depth.pth", "encoder.pth"]  # no temp files left
-    opt_dict = {k: getattr(opt, k) for k in dir(_Opt) if not k.startswith("_")}
     (models_dir / "opt.json").write_text(json.dumps({**opt_dict, "data_path": "/data/kitti"}))
 
     enc2, dec2, meta = load_depth_model(str(weights), "cpu")
-    assert meta == {"height": SMALL_H, "width": SMALL_W, "use_stereo": False, "min_depth": 0.1,
-                    "max_depth": 100.0, "encoder": "resnet", "num_layers": 18,
-                    "depth_decoder": "hr", "use_dor": True, "scales": [0, 1, 2, 3]}
+    assert meta == ModelSpec(height=SMALL_H, width=SMALL_W, use_stereo=False, min_depth=0.1,
+                             max_depth=100.0, encoder="resnet", num_layers=18,
+                             depth_decoder="hr", use_dor=True, scales=[0, 1, 2, 3])
     assert not enc2.training and not dec2.training
     image = torch.rand(1, 3, SMALL_H, SMALL_W)
     with torch.no_grad():
@@ -338,10 +344,10 @@ def test_load_errors(tmp_path):
     # no opt.json and no meta: Monodepth2 defaults (U-Net without DOR) do not fit a DOR decoder
     with pytest.raises(RuntimeError, match="does not fit the unet decoder without DOR"):
         load_depth_model(str(weights), "cpu")
-    _, decoder, meta = load_depth_model(str(weights), "cpu", opt_overrides={"use_dor": True})
-    assert meta["use_dor"] and meta["depth_decoder"] == "unet"
-    with pytest.raises(ValueError, match="unknown override"):
-        load_depth_model(str(weights), "cpu", opt_overrides={"no_dor": True})
+    _, decoder, meta = load_depth_model(str(weights), "cpu", {"use_dor": True})
+    assert meta.use_dor and meta.depth_decoder == "unet"
+    with pytest.raises(ValueError, match="unknown model setting"):
+        load_depth_model(str(weights), "cpu", {"no_dor": True})
 
 
 # Monodepth2's depth.pth for scales [0,1,2,3] with a ResNet-18 encoder: decoder.N keys and shapes.
@@ -376,7 +382,7 @@ def test_monodepth2_checkpoint_loads(tmp_path):
     save_state_dict_atomic(depth_state, str(weights / "depth.pth"))
 
     _, decoder, meta = load_depth_model(str(weights), "cpu")
-    assert (meta["depth_decoder"], meta["use_dor"], meta["height"], meta["width"]) == \
+    assert (meta.depth_decoder, meta.use_dor, meta.height, meta.width) == \
         ("unet", False, 192, 640)
     assert torch.equal(decoder.convs["upconv_1_1"].conv.conv.weight,
                        depth_state["decoder.7.conv.conv.weight"])

@@ -17,7 +17,7 @@ import evaluate_depth  # noqa: E402
 import test_simple  # noqa: E402
 from checkpointing import warm_start  # noqa: E402
 from networks import HRDepthDecoder, MPViTEncoder, ResnetEncoder  # noqa: E402
-from networks.checkpoint import load_depth_model  # noqa: E402
+from checkpointing import load_depth_model  # noqa: E402
 from networks.hr_decoder import (OFFICIAL_UNUSED, official_hr_config, official_key_map,  # noqa: E402
                                  official_to_ours, ours_to_official)
 from utils import CLIError  # noqa: E402
@@ -136,8 +136,8 @@ def test_official_checkpoint_folder_end_to_end(tmp_path, capsys):
     encoder, decoder, meta = load_depth_model(str(tmp_path), "cpu")
     assert f"loaded official SRD checkpoint: MPViT-small encoder + HR decoder with DOR from " \
            f"{tmp_path}" in capsys.readouterr().out
-    assert (meta["encoder"], meta["depth_decoder"], meta["use_dor"], meta["height"],
-            meta["width"]) == ("mpvit", "hr", True, 96, 320)
+    assert (meta.encoder, meta.depth_decoder, meta.use_dor, meta.height,
+            meta.width) == ("mpvit", "hr", True, 96, 320)
     ref = _ref_io()
     with torch.no_grad():
         outputs = decoder(encoder(ref["input"]))
@@ -191,7 +191,7 @@ def folders(tmp_path_factory):
                                  if not k.startswith("official_unused.")})
     own = base / "own" / "models" / "weights_0"
     own.parent.mkdir(parents=True)
-    save_weights_folder(str(own), model, opt, {"epoch": 0})
+    save_weights_folder(str(own), model.networks(), model.spec, {"epoch": 0})
     paths["own"] = str(own)
     root, splits = str(base / "data"), str(base / "splits")
     H.make_kitti_split(root, splits, "synthetic", 2)
@@ -230,12 +230,8 @@ def test_test_simple_on_official_folder(folders, tmp_path):
     assert np.array_equal(disps["official"], disps["own"])
 
 
-class _Model:
-    def __init__(self, encoder, depth):
-        self.nets = {"encoder": encoder, "depth": depth}
-
-    def networks(self):
-        return self.nets
+def _Model(encoder, depth):
+    return {"encoder": encoder, "depth": depth}
 
 
 def test_warm_start_from_official_folder(folders):
@@ -261,7 +257,7 @@ def test_official_resnet50_folder_loads_without_any_description(tmp_path, capsys
     _, loaded, meta = load_depth_model(str(tmp_path), "cpu")
     assert "loaded official SRD checkpoint: ResNet-50 encoder + HR decoder with DOR" in \
         capsys.readouterr().out
-    assert (meta["encoder"], meta["num_layers"], meta["depth_decoder"], meta["use_dor"]) == \
+    assert (meta.encoder, meta.num_layers, meta.depth_decoder, meta.use_dor) == \
         ("resnet", 50, "hr", True)
     assert torch.equal(loaded.official_unused["X_00_Conv_0"].conv.conv.weight,
                        decoder.official_unused["X_00_Conv_0"].conv.conv.weight)

@@ -13,6 +13,7 @@ import eval_helpers as H  # noqa: E402
 
 import eval_utils as E  # noqa: E402
 import evaluate_pose  # noqa: E402
+from networks.spec import ModelSpec  # noqa: E402
 from utils import run_cli  # noqa: E402
 
 NUM_FRAMES = 7
@@ -63,14 +64,14 @@ def test_untrained_pose_net_gives_finite_ate_and_writes_metrics(odom, capsys):
 
 def _serve(local_poses):
     """A stand-in for ``pose_setup`` whose network returns ``local_poses`` in loader order."""
-    def fake_setup(opt, weights_folder, device):
+    def fake_setup(opt, weights_folder, device, explicit=None):
         served = []
 
         def relative_pose(images0, images1):
             start = len(served)
             served.extend(range(images0.shape[0]))
             return torch.from_numpy(local_poses[start:start + images0.shape[0]])
-        return relative_pose, {"height": 64, "width": 192}
+        return relative_pose, ModelSpec(height=64, width=192)
     return fake_setup
 
 
