@@ -21,6 +21,7 @@ import os
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from layers import DEPTH_METRIC_NAMES, compute_depth_errors, disp_to_depth
 
@@ -99,7 +100,8 @@ def depth_errors(gt, pred):
     return {name: float(errors[name]) for name in DEPTH_METRIC_NAMES}
 
 
-def evaluate_disparities(pred_disps, gt_depths, split, median_scaling=True, scale_factor=1.0):
+def evaluate_disparities(pred_disps, gt_depths, split, median_scaling=True, scale_factor=1.0,
+                         regions=None):
     """Score predicted disparities against ground-truth depths with the KITTI protocol.
 
     Args:
@@ -108,15 +110,22 @@ def evaluate_disparities(pred_disps, gt_depths, split, median_scaling=True, scal
         split: evaluation split name; decides the mask (``eval_mask``).
         median_scaling: per-image median scaling (mono) or none (stereo / --disable_median_scaling).
         scale_factor: multiplies predicted depths before scaling (5.4 for stereo models).
+        regions: optional {region name: N boolean masks [H_i,W_i]} (e.g. the pixels of cars):
+            metrics over the valid pixels of each region, with each image scaled exactly as for
+            the whole-image metrics (its median ratio over the whole mask), pooled over the
+            region's pixels of all images.
 
     Returns:
         dict with ``metrics`` (name -> mean over images), ``per_image`` (list of dicts), ``ratios``
-        (list of per-image median ratios, empty without median scaling) and ``num_images``.
+        (list of per-image median ratios, empty without median scaling) and ``num_images``; with
+        ``regions`` also ``regions``: {name: {``metrics`` (None without a valid pixel),
+        ``num_pixels``, ``num_images`` (images with at least one)}}.
     """
     if len(pred_disps) != len(gt_depths):
         raise ValueError(f"{len(pred_disps)} predictions but {len(gt_depths)} ground-truth maps")
     per_image, ratios = [], []
-    for pred_disp, gt_depth in zip(pred_disps, gt_depths):
+    pooled = {name: ([], []) for name in regions or {}}
+    for i, (pred_disp, gt_depth) in enumerate(zip(pred_disps, gt_depths)):
         gt_depth = np.asarray(gt_depth)
         gt_h, gt_w = gt_depth.shape[:2]
         pred_depth = 1.0 / resize_disp(pred_disp, gt_h, gt_w)
@@ -127,9 +136,38 @@ def evaluate_disparities(pred_disps, gt_depths, split, median_scaling=True, scal
         if ratio is not None:
             ratios.append(ratio)
         per_image.append(depth_errors(gt_depth[mask], pred))
+        for name, (gts, preds) in pooled.items():
+            inside = np.asarray(regions[name][i], dtype=bool)[mask]
+            if inside.any():
+                gts.append(gt_depth[mask][inside])
+                preds.append(pred[inside])
     metrics = {name: float(np.mean([e[name] for e in per_image])) for name in DEPTH_METRIC_NAMES}
-    return {"metrics": metrics, "per_image": per_image, "ratios": ratios,
-            "num_images": len(per_image)}
+    out = {"metrics": metrics, "per_image": per_image, "ratios": ratios,
+           "num_images": len(per_image)}
+    if regions is not None:
+        out["regions"] = {name: {"metrics": depth_errors(np.concatenate(gts), np.concatenate(preds))
+                                 if gts else None,
+                                 "num_pixels": int(sum(len(g) for g in gts)),
+                                 "num_images": len(gts)} for name, (gts, preds) in pooled.items()}
+    return out
+
+
+def batch_depth_metrics(disp, depth_gt, min_depth, max_depth):
+    """Eigen-protocol metrics of a batch: disp [B,1,h,w] -> gt size, Garg crop, median scaling.
+
+    The same steps as ``evaluate_depth.py`` (:func:`eval_mask`, :func:`scale_and_clip`,
+    :func:`depth_errors`): the training validation's metrics. Returns name -> float, or {} without gt.
+    """
+    _, depth = disp_to_depth(disp, min_depth, max_depth)
+    H, W = depth_gt.shape[-2:]
+    depth = F.interpolate(depth, [H, W], mode="bilinear", align_corners=False)
+    per_image = []
+    for pred, gt in zip(depth[:, 0].cpu().numpy(), depth_gt[:, 0].cpu().numpy()):
+        valid = eval_mask(gt, "eigen")
+        if valid.any():
+            scaled, _ = scale_and_clip(pred[valid], gt[valid])
+            per_image.append(depth_errors(gt[valid], scaled))
+    return {k: float(np.mean([m[k] for m in per_image])) for k in per_image[0]} if per_image else {}
 
 
 def ratio_stats(ratios):

@@ -6,11 +6,12 @@ runs it, for the configurations of the ablation, with peak memory.
     python bench/bench_train_step.py --configs md2 dor dor_srd --steps 20
     python bench/bench_train_step.py --quick            # smoke run (64x192, batch 2, 2 steps)
 
-Each configuration runs in its own subprocess (so its peak memory is its own): it builds the model
-from ``options.SRDOptions`` flags (``--weights_init scratch``), the optimizer and AMP setup with the
-Trainer's own methods, a random batch dict shaped as the datasets build it (frames 0, -1, +1, 4
-scales, ``K``/``inv_K`` per scale), moves it to the device once, then times ``Trainer.train_step``
-itself (SRD configurations get a ``srd.Teacher``, as from epoch 1 on): ``--warmup`` untimed steps,
+Each configuration runs in its own subprocess (so its peak memory is its own): it builds a real
+``trainer.Trainer`` from ``options.SRDOptions`` flags (``--weights_init scratch``; no data loaders, a
+temporary log folder), so model, optimiser, AMP and ``--compile`` are exactly training's; a random
+batch dict shaped as the datasets build it (frames 0, -1, +1, 4 scales, ``K``/``inv_K`` per scale) is
+moved to the device once, then ``Trainer.run_step`` is timed at epoch 1 (SRD configurations then
+have their teacher, refreshed by ``Trainer.refresh_teacher``): ``--warmup`` untimed steps,
 then the median of ``--steps`` timed steps (CUDA synchronised around each). Peak memory: the
 process's peak RSS (``ru_maxrss``, includes the Python/torch baseline) and, on a GPU,
 ``torch.cuda.max_memory_allocated``.
@@ -26,7 +27,6 @@ import resource
 import subprocess
 import sys
 import time
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -91,7 +91,8 @@ def parse_args(argv=None):
     p.add_argument("--channels_last", action="store_true",
                    help="channels_last memory format for the networks and the images (--channels_last)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the SRDModel (the compile time falls in the warm-up steps)")
+                   help="train.py's --compile: each network compiled in place (the compile time "
+                        "falls in the warm-up steps)")
     p.add_argument("--no_malloc_keep", dest="malloc_keep", action="store_false",
                    help="do not apply utils.keep_freed_memory() (glibc mallopt: keep freed memory "
                         "instead of a fresh page-faulting mmap per large tensor), which train.py "
@@ -131,12 +132,13 @@ def resolve_sizes(args, device):
 # --------------------------------------------------------------------------------------------
 # child: one configuration
 # --------------------------------------------------------------------------------------------
-def build_opt(args, config):
+def build_opt(args, config, log_dir):
     from options import SRDOptions
     _, flags, _ = CONFIGS[config]
     argv = flags + ["--height", str(args.height), "--width", str(args.width),
                     "--batch_size", str(args.batch_size), "--weights_init", "scratch",
-                    "--seed", str(args.seed), "--num_workers", "0"]
+                    "--seed", str(args.seed), "--num_workers", "0", "--no_progress",
+                    "--log_dir", log_dir, "--model_name", config]
     argv += ["--amp"] if args.amp else []
     argv += ["--channels_last"] if args.channels_last else []
     argv += ["--compile"] if args.compile else []
@@ -170,67 +172,38 @@ def random_batch(opt, frame_ids, num_scales, seed):
     return batch
 
 
-def trainer_shim(opt, model, device, teacher, train_step_model):
-    """An object with the attributes ``Trainer.train_step`` and its build helpers read, so that the
-    benchmark times the Trainer's own step code without building loaders and log folders."""
-    from trainer import NonFiniteGuard, Trainer
-    # epoch 1: the teacher exists and auto-masking is in the loss (past the from-scratch warm-up)
-    shim = types.SimpleNamespace(opt=opt, model=model, device=device, teacher=teacher, epoch=1,
-                                 step=0, ddp_model=train_step_model, guard=NonFiniteGuard(device),
-                                 automask_active=not opt.disable_automasking)
-    shim.optimizer, shim.scheduler = Trainer._build_optimizer(shim)
-    shim.amp_dtype, shim.scaler = Trainer._setup_amp(shim)
-    return shim
-
-
 def run_child(args, config):
     """Build and time one configuration; returns its result dict."""
+    import tempfile
+
     import torch
-    from srd import SRDModel, Teacher, amp_dtype, training_frame_ids
-    from trainer import Trainer
+    from trainer import TrainData, Trainer
     malloc_keep = common.glibc_keep_freed_memory() if args.malloc_keep else False
     common.setup_threads(args.threads)
     device = common.resolve_device(args.device)
-    torch.manual_seed(args.seed)
-    opt, argv = build_opt(args, config)
     description, _, use_teacher = CONFIGS[config]
-
-    model = SRDModel(opt, amp_dtype=amp_dtype(opt, device)).to(device)
-    if opt.channels_last:
-        model.to(memory_format=torch.channels_last)
-    teacher = Teacher(model.encoder, model.depth, opt.teacher_mode) if use_teacher else None
-    step_model = torch.compile(model) if args.compile else model
-    shim = trainer_shim(opt, model, device, teacher, step_model)
-    frame_ids = training_frame_ids(opt)
-    batch = Trainer._to_device(shim, random_batch(opt, frame_ids, max(opt.scales) + 1, args.seed))
-    model.train()
-
-    sync = torch.cuda.synchronize if device.type == "cuda" else None
-    check_every = 1 if device.type == "cpu" else opt.log_frequency
-
-    def step():
-        outputs, terms, total = Trainer.train_step(shim, batch, check=shim.step % check_every == 0)
-        shim.step += 1
-        return terms
-
-    t0 = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    warmup_s = time.perf_counter() - t0
-    times = common.time_calls(step, args.steps, warmup=0, sync=sync)
-    shim.guard.check()
-    terms = step()
-    result = {
+    with tempfile.TemporaryDirectory(prefix="bench_train_step_") as log_dir:
+        opt, argv = build_opt(args, config, log_dir)
+        # a real Trainer without loaders: the model, optimiser, AMP and --compile of training
+        trainer = Trainer(opt, data=TrainData())
+        # epoch 1: the teacher exists and auto-masking is in the loss (past the from-scratch warm-up)
+        trainer.epoch = 1
+        trainer.refresh_teacher()
+        assert (trainer.teacher is not None) is use_teacher, config
+        batch = trainer.to_device(random_batch(opt, trainer.frame_ids, max(opt.scales) + 1,
+                                               args.seed))
+        result = time_steps(args, trainer, batch, device)
+        trainer.training_log.close()
+    model = trainer.model
+    return {
         "config": config,
         "description": description,
         "srd_options": argv,
         "teacher_active": use_teacher,
-        "loss_terms": sorted(terms),
+        "loss_terms": result.pop("loss_terms"),
         "batch_size": opt.batch_size,
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-        "warmup_steps": args.warmup,
-        "warmup_s": warmup_s,
-        **common.summarize(times),
+        **result,
         "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "cuda_max_allocated_MB": (torch.cuda.max_memory_allocated(device) / 2 ** 20
                                   if device.type == "cuda" else None),
@@ -238,7 +211,27 @@ def run_child(args, config):
         "torch_threads": torch.get_num_threads(),
         "malloc_keep_applied": malloc_keep,
     }
-    return result
+
+
+def time_steps(args, trainer, batch, device):
+    """``--warmup`` untimed then ``--steps`` timed calls of ``trainer.run_step(batch)``."""
+    import torch
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+
+    def step():
+        _, _, terms, _ = trainer.run_step(batch)
+        trainer.step += 1
+        return terms
+
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    warmup_s = time.perf_counter() - t0
+    times = common.time_calls(step, args.steps, warmup=0, sync=sync)
+    trainer.guard.check()
+    terms = step()
+    return {"loss_terms": sorted(terms), "warmup_steps": args.warmup, "warmup_s": warmup_s,
+            **common.summarize(times)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,7 +311,7 @@ def run_parent(args):
                    "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
                    "malloc_keep": args.malloc_keep,
                    "seed": args.seed, "device": str(device), "frame_ids": [0, -1, 1],
-                   "scales": [0, 1, 2, 3], "optimizer": "AdamW (Trainer._build_optimizer)"},
+                   "scales": [0, 1, 2, 3], "optimizer": "trainer.build_optimizer"},
         "environment": env,
         "results": results,
         "srd_ratios": ratios,

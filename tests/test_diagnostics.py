@@ -124,8 +124,7 @@ def _run_epochs(trainer, batch, n):
     epoch-end logging."""
     for trainer.epoch in range(n):
         for _ in range(3):
-            outputs, terms, _ = trainer.train_step(batch)
-            trainer.diagnostics.update(outputs, terms)
+            trainer.run_step(batch)
         trainer.log_epoch()
 
 

@@ -89,7 +89,7 @@ def test_srd_training_learns_depth(trained_run):
 def test_srd_training_with_amp_learns_depth(demo_scene, tmp_path_factory):
     """--amp (bfloat16 networks on the CPU) learns as well: same run, same bar."""
     run = _train_and_evaluate(demo_scene, tmp_path_factory, "e2e_amp", ["--amp"])
-    assert run["trainer"].amp_dtype is torch.bfloat16
+    assert run["trainer"].model.amp_dtype is torch.bfloat16
     _assert_learned(run)
     later = [r for r in run["trainer"].history if r["epoch"] >= 1]
     assert later and all(r["distillation"] > 0 for r in later)
