@@ -9,6 +9,7 @@ code reads it and real KITTI::
     <root>/<date>/<date>_drive_<NNNN>_sync/velodyne_points/data/%010d.bin
     <root>/<date>/<date>_drive_<NNNN>_sync/proj_depth/groundtruth/image_02/%010d.png
     <root>/<date>/<date>_drive_<NNNN>_sync/scene.json                 (everything to re-render)
+    <root>/<date>/<date>_drive_<NNNN>_sync/semantic_synthetic/image_02/%010d.png  (labels, below)
     <root>/sequences/{09,10}/image_2|image_3/%06d.jpg, calib.txt, times.txt   (odometry=True)
     <root>/poses/{09,10}.txt
     <root>/splits/synthetic*/...                                       (split lists for this scene)
@@ -42,8 +43,17 @@ Geometry and calibration (KITTI-like; ``R_rect_00`` = identity so rectified = ca
   (u, v) at pixel (round(u) − 1, round(v) − 1) (the KITTI devkit's 1-based indexing), i.e. one
   pixel up-left of where this renderer (and Monodepth2's network geometry) sees it.
 
+Label maps (not a KITTI folder; no code that reads real KITTI needs them): for every raw frame,
+``semantic_synthetic/image_02/%010d.png`` holds, per pixel of the left image (same ray as the
+image and ``render_frame``'s depth), the material id + 1 of the surface it sees (0 = sky):
+1 ground, 2–4 facades, 5 car body, 6 car cabin (glass), 7 pole, 8 backdrop (``MATERIALS``).
+``class_mask(labels, "car" | "pole")`` selects a class. ``generate`` on a folder that already
+holds the scene writes the label maps it lacks (a scene made before they existed), so a cached
+scene never goes without them.
+
 Public API: ``generate``, ``write_splits``, ``split_lines``, ``make_scene``, ``load_scene``,
-``render_frame``, ``render_velodyne``, ``camera_pose``, ``velodyne_pose``, and the CLI
+``render_frame``, ``render_labels``, ``read_labels``, ``class_mask``, ``gt_class_mask``,
+``render_velodyne``, ``camera_pose``, ``velodyne_pose``, and the CLI
 ``python -m datasets.synthetic_kitti --out synthetic_kitti``.
 """
 
@@ -96,6 +106,9 @@ JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, 92,
 MATERIALS = ("ground", "facade_brick", "facade_plaster", "facade_panel", "car_body", "glass",
              "pole", "backdrop")
 MAT = {name: i for i, name in enumerate(MATERIALS)}
+# Label maps (``<drive>/semantic_synthetic/image_02/%010d.png``, uint8): material id + 1, 0 = sky.
+LABEL_DIR = "semantic_synthetic/image_02"
+LABEL_CLASSES = {"car": ("car_body", "glass"), "pole": ("pole",)}  # glass: the car cabins
 SUN_DIR = np.array([-0.45, -0.8, -0.4]) / np.linalg.norm([-0.45, -0.8, -0.4])  # towards the sun
 AMBIENT, DIFFUSE = 0.6, 0.45
 GROUND_TEX_X0 = 12.8   # metres added to world x before looking up the ground texture
@@ -888,12 +901,34 @@ def render_frame(drive, frame_index, cam=2):
         [375,1242] float32: camera-z depth in metres of the surface seen by each pixel (+inf for
         sky). Pixel (column c, row r) is the ray through u = c, v = r of ``P_rect_0{cam}``.
     """
+    rgb, depth, _ = _render(drive, frame_index, cam, shade=True)
+    return rgb, depth
+
+
+def render_labels(drive, frame_index, cam=2):
+    """Per-pixel material labels of one rectified camera image (no shading: ~3x cheaper than
+    ``render_frame``) and its depth.
+
+    Returns:
+        labels [375,1242] uint8 (``material id + 1``, 0 = sky; see ``MATERIALS`` and
+        ``LABEL_CLASSES``) and depth [375,1242] float32, pixel for pixel as ``render_frame``.
+    """
+    _, depth, labels = _render(drive, frame_index, cam, shade=False)
+    return labels, depth
+
+
+def _render(drive, frame_index, cam, shade):
     scene = load_scene(drive)
     geo = _Geometry(scene)
-    textures, sky = _build_textures(geo.seed)
     T = camera_pose(scene, frame_index, cam)
     dirs = _rotate(T[:3, :3], _pixel_rays()).reshape(3, IMAGE_HEIGHT, IMAGE_WIDTH)
     depth, ids, axis = _cast(geo, T[:3, 3], dirs, _camera_box_windows(geo, T))
+    hit = ids >= 0
+    labels = np.zeros(ids.shape, np.uint8)
+    labels[hit] = geo.material[ids[hit] * 3 + axis[hit]] + 1
+    if not shade:
+        return None, depth, labels
+    textures, sky = _build_textures(geo.seed)
     flat_dirs = dirs.reshape(3, -1)
     sel, albedo, shade = _shade_hits(geo, textures, T[:3, 3], flat_dirs, _pixel_ray_lengths(),
                                      depth.reshape(-1), ids.reshape(-1), axis.reshape(-1), 1.0 / FX)
@@ -902,7 +937,7 @@ def render_frame(drive, frame_index, cam=2):
     miss = np.flatnonzero(ids.reshape(-1) < 0)
     if len(miss):
         rgb[miss] = _sky_colour(sky, flat_dirs[:, miss])
-    return rgb.reshape(IMAGE_HEIGHT, IMAGE_WIDTH, 3), depth
+    return rgb.reshape(IMAGE_HEIGHT, IMAGE_WIDTH, 3), depth, labels
 
 
 def render_velodyne(drive, frame_index):
@@ -1110,9 +1145,54 @@ def _frame_rng(seed, tag, frame):
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(tag), int(frame), 7]))
 
 
+def label_path(drive_dir, frame):
+    """``<drive>/semantic_synthetic/image_02/%010d.png``: the material labels of a frame's left
+    image (not a KITTI folder; nothing that reads real KITTI needs it)."""
+    return os.path.join(drive_dir, *LABEL_DIR.split("/"), f"{frame:010d}.png")
+
+
+def read_labels(drive_dir, frame):
+    """[375,1242] uint8 labels of ``label_path`` (``material id + 1``, 0 = sky)."""
+    path = label_path(drive_dir, frame)
+    labels = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if labels is None:
+        raise FileNotFoundError(f"label map {path} is missing or unreadable: run "
+                                "`python -m datasets.synthetic_kitti --out <data_path>` again "
+                                "(it adds the label maps to an existing scene)")
+    return labels
+
+
+def class_mask(labels, name):
+    """Boolean mask of the pixels of class ``name`` (a key of ``LABEL_CLASSES``) in a label map."""
+    ids = [MAT[m] + 1 for m in LABEL_CLASSES[name]]
+    return np.isin(labels, ids)
+
+
+def gt_class_mask(labels, name, margin=1):
+    """``class_mask`` in the pixel convention of projected-Velodyne ground truth, for scoring.
+
+    KITTI's ``generate_depth_map`` (and ``export_gt_depth.py``) stores a point that projects to
+    (u, v) at pixel (round(u) − 1, round(v) − 1), one pixel up-left of the ray that the image and
+    the label map show there, so the mask is shifted by one pixel. Pixels within ``margin`` pixels
+    of another class are left out: the scanner sits 0.27 m behind the camera and sees an object's
+    outline from a slightly different place.
+    """
+    mask = class_mask(labels, name).astype(np.uint8)
+    if margin:
+        mask = cv2.erode(mask, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+    shifted = np.zeros_like(mask)
+    shifted[:-1, :-1] = mask[1:, 1:]
+    return shifted.astype(bool)
+
+
+def _write_labels(drive_dir, frame, labels):
+    _write_bytes(label_path(drive_dir, frame), _encode(".png", labels))
+
+
 def _write_raw_frame(scene, drive_dir, frame, png, gt_depth):
     name = f"{frame:010d}"
-    rgb2, depth2 = render_frame(scene, frame, 2)
+    rgb2, depth2, labels2 = _render(scene, frame, 2, shade=True)
+    _write_labels(drive_dir, frame, labels2)
     _write_rgb(os.path.join(drive_dir, "image_02", "data", name), rgb2, png)
     rgb3, _ = render_frame(scene, frame, 3)
     _write_rgb(os.path.join(drive_dir, "image_03", "data", name), rgb3, png)
@@ -1181,7 +1261,10 @@ def generate(root, seed=DEFAULT_SEED, num_drives=DEFAULT_NUM_DRIVES, num_frames=
         try:
             with open(marker, "r", encoding="utf-8") as f:
                 if json.load(f) == params:
-                    return {"params": params, "skipped": True, "seconds": 0.0, "root": root}
+                    start = time.time()
+                    added = _add_missing_labels(root, params, workers, progress)
+                    return {"params": params, "skipped": True, "seconds": time.time() - start,
+                            "root": root, "labels_added": added}
         except (OSError, ValueError):
             pass
     _check_writable(root)
@@ -1212,10 +1295,29 @@ def generate(root, seed=DEFAULT_SEED, num_drives=DEFAULT_NUM_DRIVES, num_frames=
     return {"params": params, "skipped": False, "seconds": time.time() - start, "root": root}
 
 
+def _add_missing_labels(root, params, workers, progress):
+    """Write the label maps a complete scene lacks (one made before they existed, or whose
+    ``semantic_synthetic`` folder was deleted); returns how many were written."""
+    jobs = []
+    for i in range(params["num_drives"]):
+        drive_dir = os.path.join(root, *drive_folder(FIRST_DRIVE + i, params["date"]).split("/"))
+        missing = [f for f in range(params["num_frames"])
+                   if not os.path.isfile(label_path(drive_dir, f))]
+        if missing:
+            scene = load_scene(drive_dir)
+            os.makedirs(os.path.join(drive_dir, *LABEL_DIR.split("/")), exist_ok=True)
+            jobs += [("labels", scene, drive_dir, f, False, False) for f in missing]
+    if jobs:
+        _run_jobs(jobs, workers, progress)
+    return len(jobs)
+
+
 def _run_job(job):
     kind, scene, folder, frame, png, gt_depth = job
     if kind == "raw":
         _write_raw_frame(scene, folder, frame, png, gt_depth)
+    elif kind == "labels":
+        _write_labels(folder, frame, render_labels(scene, frame, 2)[0])
     else:
         _write_odom_frame(scene, folder, frame, png)
     return frame
@@ -1267,7 +1369,7 @@ def _scene_json(scene):
 
 
 def _prepare_raw_drive(drive_dir, scene, png, gt_depth):
-    subdirs = ["image_02/data", "image_03/data", "velodyne_points/data"]
+    subdirs = ["image_02/data", "image_03/data", "velodyne_points/data", LABEL_DIR]
     if gt_depth:
         subdirs.append("proj_depth/groundtruth/image_02")
     for sub in subdirs:
@@ -1353,7 +1455,9 @@ def main(argv=None):
     root = os.path.abspath(result["root"])
     if result["skipped"]:
         print(f"{root} already holds the synthetic scene with these parameters "
-              "(use --force to rewrite)")
+              "(use --force to rewrite)"
+              + (f"; added the {result['labels_added']} label maps it lacked"
+                 if result.get("labels_added") else ""))
     else:
         print(f"wrote the synthetic KITTI scene to {root} in {result['seconds']:.1f} s")
     defaults = (args.num_drives, args.num_frames) == (DEFAULT_NUM_DRIVES, DEFAULT_NUM_FRAMES)

@@ -273,7 +273,8 @@ def test_same_seed_gives_identical_files_with_any_worker_count(root, tmp_path):
             with open(os.path.join(root, rel), "rb") as a:
                 with open(os.path.join(other, rel), "rb") as b:
                     assert a.read() == b.read(), rel
-    assert compared == 4 * NUM_FRAMES + 3 + 1 + 3  # 2 images, scan, gt per frame; calib; scene; splits
+    # 2 images, scan, gt, label map per frame; calib; scene; splits
+    assert compared == 5 * NUM_FRAMES + 3 + 1 + 3
 
 
 def test_different_seed_gives_a_different_scene(root):
@@ -378,3 +379,78 @@ def test_cli_reports_where_it_wrote_and_which_split(root, capsys):
 def test_missing_scene_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="scene.json"):
         sk.render_frame(str(tmp_path), 0)
+
+
+# --- label maps (semantic_synthetic/image_02, not a KITTI folder) --------------------------------
+
+def _ray_box_depth(ray_world, origin, lo, hi):
+    """Camera-z depth (ray with z = 1 in the camera frame) of the slab-test entry of one box."""
+    with np.errstate(divide="ignore"):
+        t1, t2 = (lo - origin) / ray_world, (hi - origin) / ray_world
+    near, far = np.minimum(t1, t2).max(), np.maximum(t1, t2).min()
+    return near if 0 < near <= far else np.inf
+
+
+def test_label_maps_are_written_and_match_the_render(root):
+    scene = sk.load_scene(drive_dir(root))
+    for frame in range(NUM_FRAMES):
+        labels = sk.read_labels(drive_dir(root), frame)
+        assert labels.shape == (sk.IMAGE_HEIGHT, sk.IMAGE_WIDTH) and labels.dtype == np.uint8
+    labels = sk.read_labels(drive_dir(root), 2)
+    rendered, depth = sk.render_labels(scene, 2)
+    np.testing.assert_array_equal(labels, rendered)
+    np.testing.assert_array_equal(depth, sk.render_frame(scene, 2)[1])
+    assert np.array_equal(labels == 0, ~np.isfinite(depth))  # 0 = sky, exactly where no surface
+    assert sk.class_mask(labels, "car").any() and sk.class_mask(labels, "pole").any()
+    # the real-KITTI layout is untouched: the labels live in their own folder
+    assert os.path.isfile(os.path.join(drive_dir(root), "semantic_synthetic", "image_02",
+                                       f"{2:010d}.png"))
+
+
+def test_a_pixel_labelled_car_or_pole_sees_a_box_of_that_class_at_its_depth(root):
+    scene = sk.load_scene(drive_dir(root))
+    labels, depth = sk.render_labels(scene, 3)
+    T = sk.camera_pose(scene, 3, 2)
+    boxes = scene["boxes"]
+    rng = np.random.default_rng(0)
+    for name in ("car", "pole"):
+        ids = {sk.MAT[m] for m in sk.LABEL_CLASSES[name]}
+        own = [b for b in boxes if b["material"] in ids]
+        rows, cols = np.nonzero(sk.class_mask(labels, name))
+        for k in rng.choice(len(rows), 20, replace=False):
+            r, c = rows[k], cols[k]
+            ray = T[:3, :3] @ np.array([(c - sk.CX) / sk.FX, (r - sk.CY) / sk.FY, 1.0])
+            nearest = min(_ray_box_depth(ray, T[:3, 3], np.array(b["min"]), np.array(b["max"]))
+                          for b in own)
+            assert nearest == pytest.approx(depth[r, c], rel=1e-4), (name, r, c)
+
+
+def test_gt_class_mask_follows_the_velodyne_ground_truth_convention(root):
+    labels = sk.read_labels(drive_dir(root), 3)
+    gt = generate_depth_map(os.path.join(root, DATE), velo_path(root, 3), 2, True)
+    _, depth = sk.render_labels(drive_dir(root), 3)
+    # GT pixel (r, c) holds a point seen by the ray of pixel (r + 1, c + 1)
+    seen = np.full_like(depth, np.inf)
+    seen[:-1, :-1] = depth[1:, 1:]
+    for name in ("car", "pole"):
+        mask = sk.gt_class_mask(labels, name) & (gt > 0)
+        assert mask.sum() > 20, name
+        # Velodyne depth = camera z + 0.27 m; the scanner's other viewpoint spoils a few pixels
+        rel = np.abs(gt[mask] - (seen[mask] + 0.27)) / gt[mask]
+        assert np.median(rel) < 0.01 and np.mean(rel < 0.05) > 0.75, name
+
+
+def test_a_cached_scene_without_label_maps_gets_them(tmp_path):
+    import shutil
+    params = dict(seed=1, num_drives=1, num_frames=3, progress=False)
+    sk.generate(tmp_path, **params)
+    drive = os.path.join(tmp_path, *DRIVE.split("/"))
+    expected = sk.read_labels(drive, 1)
+    shutil.rmtree(os.path.join(drive, "semantic_synthetic"))
+    result = sk.generate(tmp_path, **params)
+    assert result["skipped"] and result["labels_added"] == 3
+    np.testing.assert_array_equal(sk.read_labels(drive, 1), expected)
+    assert sk.generate(tmp_path, **params)["labels_added"] == 0
+    os.remove(sk.label_path(drive, 2))
+    with pytest.raises(FileNotFoundError, match="semantic_synthetic"):
+        sk.read_labels(drive, 2)
