@@ -7,7 +7,7 @@
 The frames of ``splits/odom/test_files_09.txt`` are fed as consecutive pairs (0, 1) to the pose
 network (``pose_encoder.pth`` + ``pose.pth``, pose_model_input "pairs"); the relative poses are
 chained into local trajectories of 5-frame snippets, and each snippet's absolute trajectory error is
-computed after aligning the first frames and a least-squares scale (``eval_utils.compute_ate``).
+computed after aligning the first frames and a least-squares scale (``evaluation.pose.compute_ate``).
 Prints mean ± std and writes ``metrics_pose.json`` (beside the weights, or in ``--eval_out_dir``;
 named apart from the depth evaluation's ``metrics.json`` so neither overwrites the other).
 
@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import eval_utils as E
+import evaluation as E
 from layers import transformation_from_parameters
 from checkpointing import load_pose_model
 from networks import PairPose, ModelSpec, check_pair_pose
@@ -119,7 +119,7 @@ def evaluate(opt, splits_dir=SPLITS_DIR, explicit=None):
 def main(argv=None, splits_dir=SPLITS_DIR):
     # Pose evaluation has no --eval_mono/--eval_stereo choice: validate as for training.
     options = SRDOptions("Evaluate a pose network on KITTI odometry (absolute trajectory error of "
-                         "5-frame snippets)")
+                         "5-frame snippets)", script="evaluate_pose")
     opt = options.parse(argv, mode="train")
     given = explicit_flags(options.parser, sys.argv[1:] if argv is None else argv)
     explicit = {k: getattr(opt, k) for k in given if k in ModelSpec.__dataclass_fields__}

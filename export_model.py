@@ -227,7 +227,7 @@ def run_onnx(path, feeds):
 
 def load_check_images(image, meta, pose):
     """The check input(s): [1,3,H,W] float32 of ``image``; for pose also its mirror as frame 1."""
-    import eval_utils as E
+    import evaluation as E
     rgb = E.load_rgb(image)
     x = E.image_to_input(rgb, meta.height, meta.width).float()
     if pose:

@@ -38,9 +38,9 @@ from PIL import Image  # noqa: E402
 
 from utils import CLIError, atomic_path, atomic_write, load_rgb, run_cli  # noqa: E402
 
-# torch, torch.nn.functional and eval_utils (which imports torch) are imported by the PyTorch
+# torch, torch.nn.functional and evaluation (which imports torch) are imported by the PyTorch
 # path only (Predictor), so that `--onnx` runs without torch.
-STEREO_SCALE_FACTOR = 5.4  # eval_utils.STEREO_SCALE_FACTOR: KITTI's 0.54 m baseline / 0.1
+STEREO_SCALE_FACTOR = 5.4  # evaluation.STEREO_SCALE_FACTOR: KITTI's 0.54 m baseline / 0.1
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -167,7 +167,7 @@ class Predictor:
         import torch
         import torch.nn.functional as F
 
-        import eval_utils as E
+        import evaluation as E
         height, width = rgb.shape[:2]
         images = E.image_to_input(rgb, self.meta.height, self.meta.width).to(self.device)
         disp = torch.from_numpy(E.predict_disparity(self.encoder, self.decoder, images,

@@ -36,7 +36,7 @@ from tqdm import tqdm
 import checkpointing as ckpt
 from datasets import build_dataset, check_data_path, check_dataset_files
 from diagnostics import EpochDiagnostics
-from eval_utils import batch_depth_metrics
+from evaluation.depth import batch_depth_metrics
 from options import automask_warmup_epochs, save_options
 from srd import SRDModel, Teacher, amp_dtype, distillation_source, training_frame_ids
 from training_log import TrainingLog, step_images

@@ -1,5 +1,5 @@
 """Benchmark the prediction path of ``evaluate_depth.py``: images/s of
-``evaluate_depth.predict_split`` (load the weights folder, build the dataset and DataLoader, predict
+``evaluation.protocol.predict_split`` (load the weights folder, build the dataset and DataLoader, predict
 every test image at the model's resolution) on the synthetic scene's Eigen-style test split.
 
     python bench/bench_eval.py                         # HR and U-Net decoders with DOR, 640x192
@@ -96,11 +96,10 @@ def eval_options(args, root, workers):
 
 
 def measure(args, root, weights_folder, workers, device):
-    """(images per pass, list of pass durations) of evaluate_depth.predict_split."""
-    import contextlib
-    import io
+    """(images per pass, list of pass durations) of evaluation.protocol.predict_split."""
     import evaluate_depth
-    opt = eval_options(args, root, workers)
+    from evaluation.protocol import predict_split
+    settings = evaluate_depth.settings_from_options(eval_options(args, root, workers))
     splits_dir = os.path.join(root, "splits")
     sync = None
     if device.type == "cuda":
@@ -109,9 +108,7 @@ def measure(args, root, weights_folder, workers, device):
     counts = []
 
     def one_pass():
-        with contextlib.redirect_stdout(io.StringIO()):
-            disps, _ = evaluate_depth.predict_split(opt, weights_folder, "synthetic", splits_dir,
-                                                    device)
+        disps, _ = predict_split(weights_folder, "synthetic", splits_dir, device, settings, log=None)
         counts.append(len(disps))
 
     times = common.time_calls(one_pass, args.repeats, args.warmup, sync)
@@ -144,7 +141,7 @@ def run(args):
                    "use_dor": not args.no_dor, "post_process": args.post_process,
                    "workers": args.workers, "repeats": args.repeats, "warmup": args.warmup,
                    "device": str(device), "seed": args.seed,
-                   "timed": "evaluate_depth.predict_split (weights load + dataset + prediction)"},
+                   "timed": "evaluation.protocol.predict_split (weights load + dataset + prediction)"},
         "environment": env,
         "results": results,
     }

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import eval_helpers as H  # noqa: E402
 
-import eval_utils as E  # noqa: E402
+import evaluation as E  # noqa: E402
 import evaluate_depth  # noqa: E402
 from utils import run_cli  # noqa: E402
 

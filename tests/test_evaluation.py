@@ -1,4 +1,4 @@
-"""Unit tests of eval_utils: masks, metrics, scaling, post-processing, writers, Make3D, ATE, tables."""
+"""Unit tests of the evaluation library: masks, metrics, scaling, post-processing, writers, Make3D, ATE, tables."""
 
 import json
 import math
@@ -13,7 +13,7 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import eval_helpers  # noqa: E402,F401  (puts the repo on sys.path)
-import eval_utils as E  # noqa: E402
+import evaluation as E  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_dynamic_batch_onnxruntime_and_torchscript(weights, exported):
     out, _ = exported
     module, meta = _eager(weights)
     rgb = test_simple.load_rgb(KITTI_FRAME)
-    import eval_utils as E
+    import evaluation as E
     one = E.image_to_input(rgb, meta.height, meta.width)
     session = ort.InferenceSession(os.path.join(out, "depth.onnx"),
                                    providers=["CPUExecutionProvider"])

@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import eval_helpers as H  # noqa: E402
 
-import eval_utils as E  # noqa: E402
+import evaluation as E  # noqa: E402
 import evaluate_pose  # noqa: E402
 from networks.spec import ModelSpec  # noqa: E402
 from utils import run_cli  # noqa: E402
