@@ -38,13 +38,14 @@ def _add_paths(p):
                         "gt_depths.npz, ...); default: the repo's splits/")
     g.add_argument("--log_dir", type=str, default=os.path.join(os.path.expanduser("~"), "tmp"),
                    help="folder where runs are written: <log_dir>/<model_name>/")
+    g.add_argument("--model_name", type=str, default="mdp",
+                   help="name of the run folder inside --log_dir")
 
 
 def _add_training(p):
-    g = p.add_argument_group("training")
-    g.add_argument("--model_name", type=str, default="mdp",
-                   help="name of the run folder inside --log_dir")
-    g.add_argument("--split", type=str, default="eigen_zhou",
+    d = p.add_argument_group("data")
+    g = p.add_argument_group("model and loss")
+    d.add_argument("--split", type=str, default="eigen_zhou",
                    help="training split, a folder of splits/ with train_files.txt and val_files.txt: "
                         + ", ".join(KNOWN_SPLITS))
     g.add_argument("--num_layers", type=int, default=18, choices=[18, 34, 50, 101, 152],
@@ -55,27 +56,26 @@ def _add_training(p):
     g.add_argument("--encoder_weights", type=str, default=None,
                    help="with --encoder mpvit and --weights_init pretrained: path to the published "
                         "ImageNet mpvit_small.pth (its 'model' entry is loaded non-strictly)")
-    g.add_argument("--dataset", type=str, default="kitti",
+    d.add_argument("--dataset", type=str, default="kitti",
                    choices=["kitti", "kitti_odom", "kitti_depth"],
                    help="dataset class to train on")
-    g.add_argument("--png", action="store_true",
+    d.add_argument("--png", action="store_true",
                    help="read raw KITTI .png images instead of the converted .jpg")
-    g.add_argument("--use_calib_file", action="store_true",
+    d.add_argument("--use_calib_file", action="store_true",
                    help="read each drive's calib_cam_to_cam.txt for the intrinsics instead of the fixed "
                         "KITTI-average K of the published protocol")
-    g.add_argument("--height", type=int, default=192, help="input image height (multiple of 32)")
-    g.add_argument("--width", type=int, default=640, help="input image width (multiple of 32)")
+    d.add_argument("--height", type=int, default=192, help="input image height (multiple of 32)")
+    d.add_argument("--width", type=int, default=640, help="input image width (multiple of 32)")
     g.add_argument("--disparity_smoothness", type=float, default=1e-3,
                    help="weight of the edge-aware disparity smoothness term")
     g.add_argument("--scales", nargs="+", type=int, default=[0, 1, 2, 3],
                    help="output scales of the depth decoder used in the loss (0 = full resolution)")
     g.add_argument("--min_depth", type=float, default=0.1, help="minimum depth of disp_to_depth (m)")
     g.add_argument("--max_depth", type=float, default=100.0, help="maximum depth of disp_to_depth (m)")
-    g.add_argument("--use_stereo", action="store_true",
+    d.add_argument("--use_stereo", action="store_true",
                    help="use the stereo partner frame 's' as an extra source (stereo or mono+stereo)")
-    g.add_argument("--frame_ids", nargs="+", type=int, default=[0, -1, 1],
+    d.add_argument("--frame_ids", nargs="+", type=int, default=[0, -1, 1],
                    help="frames to load; the first must be 0 (the target)")
-    g.add_argument("--seed", type=int, default=3407, help="random seed (official SRD code: 3407)")
 
 
 def _add_srd(p):
@@ -159,6 +159,8 @@ def _add_system(p):
     g = p.add_argument_group("system")
     g.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
     g.add_argument("--num_workers", type=int, default=12, help="data loader worker processes")
+    g.add_argument("--seed", type=int, default=3407, help="random seed (official SRD code: 3407)")
+    g = p.add_argument_group("distributed (torchrun / torch.distributed.launch)")
     g.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int,
                    default=int(os.environ.get("LOCAL_RANK", 0)),
                    help="set by the legacy torch.distributed.launch; torchrun sets LOCAL_RANK instead")
@@ -182,7 +184,7 @@ def _add_loading(p):
 
 
 def _add_logging(p):
-    g = p.add_argument_group("logging")
+    g = p.add_argument_group("logging and checkpoint frequency")
     g.add_argument("--log_frequency", type=int, default=250,
                    help="steps between TensorBoard logs (images and validation metrics)")
     g.add_argument("--save_frequency", type=int, default=1, help="epochs between checkpoints")
@@ -190,7 +192,7 @@ def _add_logging(p):
 
 
 def _add_evaluation(p):
-    g = p.add_argument_group("evaluation")
+    g = p.add_argument_group("evaluation (evaluate_depth.py, evaluate_pose.py)")
     g.add_argument("--eval_stereo", action="store_true",
                    help="evaluate a stereo-trained model: no median scaling, depth x 5.4")
     g.add_argument("--eval_mono", action="store_true",
@@ -215,15 +217,59 @@ def _add_evaluation(p):
                    help="blend the prediction of the image and of its mirror (Monodepth)")
 
 
+# The flags each evaluation script reads (its --help shows these only; train.py's shows every
+# flag but the evaluation group). Every script accepts every flag, so shared command lines work.
+_EVAL_COMMON = ("data_path", "split_dir", "png", "use_calib_file", "num_workers", "no_cuda",
+                "load_weights_folder", "no_progress", "eval_split", "eval_out_dir")
+SCRIPT_FLAGS = {
+    "evaluate_depth": _EVAL_COMMON + ("eval_stereo", "eval_mono", "disable_median_scaling",
+                                      "pred_depth_scale_factor", "ext_disp_to_eval",
+                                      "save_pred_disps", "no_eval", "eval_eigen_to_benchmark",
+                                      "post_process"),
+    "evaluate_pose": _EVAL_COMMON + ("height", "width", "num_layers", "pose_model_type",
+                                     "pose_model_input", "frame_ids"),
+}
+_EVAL_HELP = {  # an evaluation script's own reading of a shared flag
+    "load_weights_folder": "the weights_<epoch> folder to evaluate (evaluate_depth.py also takes a "
+                           "models/ folder: every weights_<epoch> in it)",
+}
+_SCRIPT_EPILOG = {
+    "train": "Evaluation flags (--eval_mono, --eval_split, ...): python evaluate_depth.py --help "
+             "and python evaluate_pose.py --help.",
+    "evaluate_depth": "Only the flags this script reads are listed; training flags are accepted "
+                      "and ignored (python train.py --help).",
+    "evaluate_pose": "Only the flags this script reads are listed; training flags are accepted "
+                     "and ignored (python train.py --help).",
+}
+
+
 class SRDOptions:
-    """The project's command-line options. ``parse()`` returns a validated namespace."""
+    """The project's command-line options. ``parse()`` returns a validated namespace.
+
+    ``script`` ('train', 'evaluate_depth', 'evaluate_pose') decides what ``--help`` lists: train.py
+    every group but evaluation, an evaluation script only the flags it reads (``SCRIPT_FLAGS``).
+    Parsing does not depend on it: one definition, every flag accepted by every script.
+    """
 
     def __init__(self, description="SRD: self-supervised monocular depth with self-reference "
-                                   "distillation and disparity offset refinement"):
-        self.parser = argparse.ArgumentParser(description=description)
+                                   "distillation and disparity offset refinement", script="train"):
+        if script not in _SCRIPT_EPILOG:
+            raise ValueError(f"script must be one of {sorted(_SCRIPT_EPILOG)}, got {script!r}")
+        self.parser = argparse.ArgumentParser(description=description, epilog=_SCRIPT_EPILOG[script])
         for add in (_add_paths, _add_training, _add_srd, _add_optimization, _add_ablation,
                     _add_system, _add_loading, _add_logging, _add_evaluation):
             add(self.parser)
+        evaluation = {a.dest for g in self.parser._action_groups if g.title.startswith("evaluation")
+                      for a in g._group_actions}
+        for action in self.parser._actions:
+            if action.dest == "help":
+                continue
+            shown = (action.dest not in evaluation if script == "train"
+                     else action.dest in SCRIPT_FLAGS[script])
+            if not shown:
+                action.help = argparse.SUPPRESS
+            elif script != "train" and action.dest in _EVAL_HELP:
+                action.help = _EVAL_HELP[action.dest]
 
     def parse(self, args=None, mode="train"):
         """Parse ``args`` (default: sys.argv) and validate for ``mode`` ('train' or 'eval').

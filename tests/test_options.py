@@ -1,5 +1,6 @@
 """options.py: every flag parses, defaults of the official code, validate() rules with messages."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -99,10 +100,58 @@ def test_resume_restores_saved_options_but_explicit_flags_win(tmp_path):
     assert opt.resume == str(run)
 
 
-def test_train_help_lists_every_flag():
+EVAL_ONLY = """eval_stereo eval_mono disable_median_scaling pred_depth_scale_factor ext_disp_to_eval
+eval_split save_pred_disps no_eval eval_eigen_to_benchmark eval_out_dir post_process""".split()
+
+
+def help_sections(text):
+    """{group title: [flags listed under it]} of an argparse --help text."""
+    sections, current = {}, None
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            current = sections.setdefault(line[:-1], [])
+        elif current is not None and line.startswith("  -"):
+            current.append(line.split()[0].rstrip(","))
+    return sections
+
+
+def test_train_help_lists_its_own_flags_in_groups():
     out = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    for flag in ORIGINAL_FLAGS + ["no_distill", "distill_weight", "no_dor", "depth_decoder", "resume"]:
+    for flag in [f for f in ORIGINAL_FLAGS if f not in EVAL_ONLY] + [
+            "no_distill", "distill_weight", "no_dor", "depth_decoder", "resume"]:
         assert f"--{flag}" in out.stdout, flag
     assert "--local-rank" in out.stdout
+    for flag in EVAL_ONLY:  # accepted (shared command lines), but not listed among training flags
+        assert f"--{flag} " not in out.stdout and f"[--{flag}" not in out.stdout, flag
+    assert "evaluate_depth.py --help" in " ".join(out.stdout.split())
+    sections = help_sections(out.stdout)
+    assert "--height" in sections["data"] and "--split" in sections["data"]
+    assert "--num_layers" in sections["model and loss"]
+    assert "--learning_rate" in sections["optimization"]
+    assert "--distill_weight" in sections["SRD: self-reference distillation and DOR"]
+    assert "--resume" in sections["loading and resuming"]
+    assert "--sync_bn" in sections["distributed (torchrun / torch.distributed.launch)"]
+    assert not any(title.startswith("evaluation") for title in sections)
+
+
+@pytest.mark.parametrize("script", ["evaluate_depth", "evaluate_pose"])
+def test_evaluation_help_lists_only_the_flags_it_reads(script):
+    text = SRDOptions(script=script).parser.format_help()
+    listed = {f.lstrip("-") for flags in help_sections(text).values() for f in flags} - {"h"}
+    assert listed == set(options.SCRIPT_FLAGS[script])
+    assert "--learning_rate" not in text and "--distill_weight" not in text
+    assert "the weights_<epoch> folder to evaluate" in " ".join(text.split())
+    # every flag still parses in every script (one definition)
+    opt = SRDOptions(script=script).parser.parse_args(["--learning_rate", "0.5", "--eval_mono"])
+    assert opt.learning_rate == 0.5 and opt.eval_mono
+
+
+def test_every_flag_is_listed_by_some_script_with_its_help():
+    shown = set()
+    for script in ("train", "evaluate_depth", "evaluate_pose"):
+        for action in SRDOptions(script=script).parser._actions:
+            if action.help != argparse.SUPPRESS:
+                shown.add(action.dest)
+    assert shown == {a.dest for a in SRDOptions().parser._actions}
