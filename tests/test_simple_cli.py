@@ -117,3 +117,24 @@ def test_command_line_entry_point(weights, tmp_path):
                            str(tmp_path / "missing.png"), "--model_path", weights],
                           cwd=H.REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --image_path")
+
+
+def test_model_errors_name_model_path_not_another_scripts_flag(weights, tmp_path, capsys):
+    """Every --model_path failure names --model_path or the file, never --load_weights_folder
+    (the flag of train.py / evaluate_depth.py / export_model.py)."""
+    import shutil
+    image = H.random_image(str(tmp_path / "ok.jpg"), 64, 32, 0)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    truncated = tmp_path / "truncated"
+    shutil.copytree(weights, truncated)
+    data = (truncated / "encoder.pth").read_bytes()
+    (truncated / "encoder.pth").write_bytes(data[:len(data) // 2])
+    no_depth = tmp_path / "no_depth"
+    shutil.copytree(weights, no_depth)
+    os.remove(no_depth / "depth.pth")
+    for folder, names in ((tmp_path / "nomodel", "--model_path"), (empty, "encoder.pth"),
+                          (truncated, "encoder.pth"), (no_depth, "depth.pth")):
+        code, err = _exit(capsys, ["--image_path", image, "--model_path", str(folder)])
+        assert code == 2 and err.count("\n") == 1 and names in err, err
+        assert "--load_weights_folder" not in err and "Traceback" not in err, err
