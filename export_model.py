@@ -284,10 +284,6 @@ def export(args):
         if not worst <= args.tolerance:
             raise RuntimeError(f"export check failed: max abs difference {worst:.3e} above "
                                f"--tolerance {args.tolerance}; nothing written")
-        umask = os.umask(0)
-        os.umask(umask)
-        for tmp in temps.values():  # mkstemp makes 0600 files; give them the usual permissions
-            os.chmod(tmp, 0o666 & ~umask)
     written = [targets[fmt] for fmt in args.formats]
     size = f"{meta.width}x{meta.height}"
     print(f"-> Wrote {', '.join(written)} (input {size}, dynamic batch, outputs "

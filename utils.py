@@ -4,7 +4,6 @@
 - ``atomic_write`` / ``atomic_path``: write a file completely or not at all (temp file in the same
   folder, then ``os.replace``).
 - ``CLIError`` / ``run_cli``: one-line ``error: ...`` messages and exit code 2 for bad input.
-- ``sec_to_hm_str``, ``normalize_image``: logging helpers.
 """
 
 import contextlib
@@ -99,8 +98,10 @@ def split_file_path(split, name, splits_dir=None):
 def atomic_path(path):
     """Yield a temporary path in the folder of ``path``; rename it to ``path`` on success.
 
-    For APIs that want a file name. The temp file is removed if the block raises, so ``path`` is
-    either the complete new file or untouched.
+    The one atomic-write helper of the repo (``atomic_write`` opens the file for you): checkpoints,
+    JSON records, exports, caches and the synthetic scene all write through it. For APIs that want a
+    file name. The temp file is removed if the block raises, so ``path`` is either the complete new
+    file or untouched; the new file gets the usual permissions (0666 less the umask).
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -108,6 +109,9 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -128,27 +132,6 @@ def atomic_write(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-
-
-def sec_to_hm_str(t):
-    """Format seconds as ``'01h02m03s'``."""
-    t = int(t)
-    s = t % 60
-    t //= 60
-    m = t % 60
-    h = t // 60
-    return f"{h:02d}h{m:02d}m{s:02d}s"
-
-
-def normalize_image(x):
-    """Rescale a tensor (or array) to [0, 1] by its own min and max, for logging images.
-
-    A constant input maps to zeros.
-    """
-    lo = float(x.min())
-    hi = float(x.max())
-    span = hi - lo if hi != lo else 1e5
-    return (x - lo) / span
 
 
 def keep_freed_memory():

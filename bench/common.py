@@ -292,19 +292,11 @@ def result_path(script, quick, out=None):
 
 
 def write_json(path, record):
-    """Write ``record`` as JSON to ``path`` via a temp file in the same folder and os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1, sort_keys=False, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``record`` as JSON to ``path``, complete or not at all (``utils.atomic_write``)."""
+    from utils import atomic_write
+    with atomic_write(path, "w") as f:
+        json.dump(record, f, indent=1, sort_keys=False, default=str)
+        f.write("\n")
     return path
 
 

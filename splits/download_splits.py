@@ -13,7 +13,7 @@ problem, when a file does not match its sum or the source cannot be read.
 The lists are published under a non-commercial licence and are therefore not part of this
 repository; see ``splits/README.md``.
 
-This script only needs the Python standard library.
+This script only needs the Python standard library (and the repo's torch-free ``utils``).
 """
 
 import argparse
@@ -21,12 +21,14 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # the repo root: utils (standard library only)
+
+from utils import atomic_write  # noqa: E402
 DEFAULT_SOURCE = "https://raw.githubusercontent.com/nianticlabs/monodepth2/master/splits/"
 
 
@@ -102,20 +104,9 @@ def fetch(source, relpath, timeout):
 
 
 def write_atomic(path, data):
-    """Write ``data`` to a temp file next to ``path`` and rename it into place."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``data`` to ``path`` through ``utils.atomic_write`` (temp file, fsync, rename)."""
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def file_digest(path):
