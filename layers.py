@@ -132,7 +132,7 @@ def transformation_from_parameters(axisangle, translation, invert=False):
 
     Frame convention (Monodepth2 family): for a pose network fed the pair ``[frame_a, frame_b]``
     the parameters ``(R, t)`` describe the transform ``M = T(t) @ R`` that maps homogeneous points
-    from camera ``a`` into camera ``b``: ``p_b = R p_a + t``. The trainer feeds ``[target, source]``
+    from camera ``a`` into camera ``b``: ``p_b = R p_a + t``. ``srd.SRDModel`` feeds ``[target, source]``
     for future frames, giving ``T_src_from_tgt``, and ``[source, target]`` with ``invert=True`` for
     past frames, which returns the exact inverse ``M^-1 = R^T @ T(-t)`` (``p_a = R^T (p_b - t)``),
     again ``T_src_from_tgt``.

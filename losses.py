@@ -1,12 +1,12 @@
-"""Losses of SRD training as functions that return tensors; the Trainer collects them into a dict of
-named terms.
+"""Losses of SRD training as functions that return tensors; ``srd.SRDModel`` collects them into a
+dict of named terms, which the Trainer sums.
 
 - photometric reprojection loss (0.85 SSIM + 0.15 L1, per-pixel minimum over sources, auto-masking),
 - edge-aware smoothness (``layers.get_smooth_loss``),
 - self-reference distillation: the teacher's depth where the **multiview check** keeps it.
 
 Frames: ``T_src_from_tgt`` maps points in the target (frame 0) camera into the source camera; it is
-``outputs[("cam_T_cam", 0, f)]`` of the Trainer, as in Monodepth2.
+``outputs[("cam_T_cam", 0, f)]`` of ``srd.SRDModel``, as in Monodepth2.
 """
 
 import torch
