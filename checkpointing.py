@@ -86,7 +86,7 @@ def save_weights_folder(folder: str, networks: Mapping[str, nn.Module], spec: Mo
     return folder
 
 
-def remove_older_training_states(folder):
+def remove_older_training_states(folder: str) -> None:
     """Delete ``training_state.pt`` from every ``weights_<epoch>`` sibling of ``folder``."""
     parent = os.path.dirname(os.path.abspath(folder))
     keep = os.path.abspath(folder)
@@ -133,7 +133,7 @@ def write_environment(path: str, device, world_size: int) -> None:
         json.dump(env, f, indent=2)
 
 
-def rng_state():
+def rng_state() -> dict:
     """Every RNG state as tensors and plain values (loads with ``weights_only=True``)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
@@ -146,7 +146,7 @@ def rng_state():
     return state
 
 
-def set_rng_state(state, rank=0):
+def set_rng_state(state: dict, rank: int = 0) -> None:
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     n = state["numpy"]
@@ -176,7 +176,7 @@ def _fix_hint(path):
     return "copy the file again from where it came from, or use another weights_<epoch> folder"
 
 
-def load_checkpoint_file(path, device="cpu", missing_hint=None):
+def load_checkpoint_file(path: str, device="cpu", missing_hint: Optional[str] = None) -> dict:
     """``torch.load(path, weights_only=True)`` with one-line errors: the one loader of every
     checkpoint file (weights ``.pth``, ``training_state.pt``) of every entry point.
 
@@ -233,7 +233,8 @@ def _one_line(exc):
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def check_state_fits(module, state, path, what, strict=True):
+def check_state_fits(module: nn.Module, state: Mapping, path: str, what: str,
+                     strict: bool = True) -> None:
     """Raise :class:`CheckpointError` when ``state`` does not fit ``module``: missing or unexpected
     keys (``strict``), or a tensor whose shape disagrees (named, with both shapes)."""
     own = module.state_dict()
@@ -254,7 +255,7 @@ def check_state_fits(module, state, path, what, strict=True):
                 "weights folder of a run with the same options (see its opt.json)")
 
 
-def load_strict(module, state, path, what):
+def load_strict(module: nn.Module, state: Mapping, path: str, what: str) -> None:
     check_state_fits(module, state, path, what)
     try:
         module.load_state_dict(state, strict=True)
@@ -412,7 +413,7 @@ def warm_start(networks: Mapping[str, nn.Module], folder: str, names: Iterable[s
         log(f"warm start: {name} <- {folder} ({layout}{len(matched)}/{len(own)} tensors)")
 
 
-def find_training_state(path):
+def find_training_state(path: str) -> str:
     """``--resume``: a state file, a weights folder, or a run folder (latest weights_<epoch>)."""
     path = os.path.expanduser(path)
     if os.path.isfile(path):
@@ -432,7 +433,7 @@ def find_training_state(path):
     return max(candidates, key=epoch_of)
 
 
-def load_training_state(path, device):
+def load_training_state(path: str, device) -> dict:
     """The dict of a ``training_state.pt`` (tensors and plain values only: nothing in it can run
     code), with a one-line error for a damaged, unsafe or incomplete file."""
     state = load_checkpoint_file(path, device)

@@ -67,7 +67,7 @@ def plan_splits(opt):
     return opt.eval_split, opt.eval_split
 
 
-def pick_device(no_cuda):
+def pick_device(no_cuda: bool) -> torch.device:
     """CUDA when available unless ``no_cuda``, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() and not no_cuda else "cpu")
 
@@ -96,7 +96,7 @@ def check_split_files(opt, pred_split, splits_dir):
         split_file_path("benchmark", "eigen_to_benchmark_ids.npy", splits_dir)
 
 
-def needs_gt(opt):
+def needs_gt(opt) -> bool:
     """Whether this evaluation scores against a gt_depths.npz."""
     return not opt.no_eval and opt.eval_split not in ("benchmark", "make3d")
 

@@ -19,6 +19,7 @@ The split folder is taken from ``--eval_split <folder>_<sequence>``: ``odom_9`` 
 import os
 import re
 import sys
+from typing import Tuple
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ TRACK_LENGTH = 5
 EVAL_BATCH_SIZE = 16
 
 
-def parse_pose_split(eval_split):
+def parse_pose_split(eval_split: str) -> Tuple[str, int]:
     """``odom_9`` -> ("odom", 9); ``synthetic_odom_10`` -> ("synthetic_odom", 10)."""
     match = POSE_SPLIT_RE.match(eval_split)
     if not match:

@@ -11,6 +11,7 @@ This module does not import torch.
 import argparse
 import json
 import os
+from typing import Optional
 
 FILE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -288,7 +289,7 @@ class SRDOptions:
 MonodepthOptions = SRDOptions
 
 
-def automask_warmup_epochs(opt):
+def automask_warmup_epochs(opt) -> int:
     """Epochs trained without auto-masking at the start of the run (``--automask_warmup_epochs``).
 
     The automatic choice (-1) is 1 for a run from scratch (``--weights_init scratch`` and no
@@ -364,7 +365,7 @@ def validate(opt, mode="train"):
     return opt
 
 
-def save_options(opt, path):
+def save_options(opt, path: str) -> None:
     """Write the resolved options as JSON (complete or not at all: ``utils.atomic_write``)."""
     from utils import atomic_write
     with atomic_write(path, "w") as f:
@@ -393,7 +394,7 @@ def chosen_split_dir(opt, args, default):
     return opt.split_dir if "split_dir" in explicit_flags(SRDOptions().parser, args) else default
 
 
-def run_options_file(path):
+def run_options_file(path: str) -> Optional[str]:
     """The opt.json of the run that ``path`` belongs to (a run folder, its ``models/`` folder, a
     ``weights_<epoch>`` folder or a file in one), or None."""
     path = os.path.abspath(os.path.expanduser(path))
@@ -405,7 +406,7 @@ def run_options_file(path):
     return None
 
 
-def load_run_options(path):
+def load_run_options(path: str) -> Optional[dict]:
     """The options dict a run was trained with (its opt.json, found by :func:`run_options_file`), or
     None when there is none. The one reader of opt.json: resume, evaluation and checkpoint loading.
 

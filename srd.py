@@ -15,6 +15,7 @@ bits): pixel coordinates at 640 px would then be off by several pixels, and SSIM
 """
 
 import copy
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -27,12 +28,12 @@ from networks import (ModelSpec, build_depth, build_depth_decoder, build_pose, n
                       predict_pose)
 
 
-def training_frame_ids(opt):
+def training_frame_ids(opt) -> list:
     """Frame ids the loader must provide: ``--frame_ids`` plus ``"s"`` with ``--use_stereo``."""
     return list(opt.frame_ids) + (["s"] if opt.use_stereo else [])
 
 
-def model_spec(opt):
+def model_spec(opt) -> ModelSpec:
     """The :class:`~networks.spec.ModelSpec` of the training options (what encoder.pth records)."""
     return ModelSpec.from_mapping(vars(opt))
 
@@ -57,7 +58,7 @@ def to_float32(x):
     return x
 
 
-def distillation_source(frame_ids):
+def distillation_source(frame_ids: Sequence) -> Optional[Union[int, str]]:
     """The frame the multiview check projects into: +1 when loaded, else the stereo partner."""
     if 1 in frame_ids:
         return 1

@@ -10,6 +10,7 @@ import contextlib
 import os
 import sys
 import tempfile
+from typing import IO, Callable, Iterator, List, Optional
 
 FILE_DIR = os.path.dirname(os.path.abspath(__file__))
 SPLITS_DIR = os.path.join(FILE_DIR, "splits")
@@ -24,7 +25,7 @@ class CLIError(Exception):
     """Bad input to a command-line tool; ``run_cli`` prints ``error: <message>`` and exits with 2."""
 
 
-def run_cli(main, argv=None):
+def run_cli(main: Callable, argv: Optional[List[str]] = None):
     """Run ``main(argv)`` and turn bad-input exceptions into a one-line error and exit code 2.
 
     Catches ``CLIError``, ``FileNotFoundError`` and ``ValueError`` (the exceptions this repo raises
@@ -43,7 +44,7 @@ def run_cli(main, argv=None):
         sys.exit(2)
 
 
-def error_line(exc):
+def error_line(exc: BaseException) -> str:
     """The one-line message of ``exc``; for an error re-raised from a DataLoader worker ("Caught
     ValueError in DataLoader worker process 0. Original Traceback ..."), the worker's own message,
     so that ``--num_workers 0`` and ``--num_workers N`` print the same line."""
@@ -56,18 +57,18 @@ def error_line(exc):
     return " ".join(text.split("\n"))
 
 
-def is_input_error(exc):
+def is_input_error(exc: BaseException) -> bool:
     """Whether ``exc`` is bad input that ``run_cli`` reports in one line (exit 2)."""
     return isinstance(exc, (CLIError, FileNotFoundError, ValueError))
 
 
-def readlines(path):
+def readlines(path: str) -> List[str]:
     """Return the non-empty lines of a text file, without line endings or surrounding whitespace."""
     with open(path, "r", encoding="utf-8") as f:
         return [line.strip() for line in f.read().splitlines() if line.strip()]
 
 
-def split_file_path(split, name, splits_dir=None):
+def split_file_path(split: str, name: str, splits_dir: Optional[str] = None) -> str:
     """Path of ``<splits_dir>/<split>/<name>``, checked to exist.
 
     Args:
@@ -95,7 +96,7 @@ def split_file_path(split, name, splits_dir=None):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path in the folder of ``path``; rename it to ``path`` on success.
 
     The one atomic-write helper of the repo (``atomic_write`` opens the file for you): checkpoints,
@@ -120,7 +121,7 @@ def atomic_path(path):
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode="wb"):
+def atomic_write(path: str, mode: str = "wb") -> Iterator[IO]:
     """Open a temp file next to ``path`` for writing; on success flush, fsync and rename it to ``path``.
 
     Usage: ``with atomic_write("out.npz") as f: np.savez_compressed(f, data=x)``.
@@ -134,7 +135,7 @@ def atomic_write(path, mode="wb"):
             os.fsync(f.fileno())
 
 
-def keep_freed_memory():
+def keep_freed_memory() -> None:
     """Ask glibc to keep freed memory instead of returning each large block to the OS.
 
     Training allocates and frees the same large activation buffers every step; by default glibc
@@ -152,7 +153,7 @@ def keep_freed_memory():
         pass
 
 
-def load_rgb(path):
+def load_rgb(path: str):
     """Decode an image file to an [H,W,3] uint8 RGB array (no torch: ``test_simple.py --onnx`` uses
     it as well as the datasets).
 
