@@ -33,7 +33,7 @@ import checkpointing
 import evaluation as E
 import evaluate_depth
 import export_gt_depth
-from datasets import synthetic_kitti as sk
+import synthetic_scene as sk
 from options import SRDOptions
 from utils import keep_freed_memory, run_cli
 

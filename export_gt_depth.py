@@ -36,7 +36,7 @@ def parse_args(argv=None):
                     "<split_dir>/<split>/gt_depths.npz")
     parser.add_argument("--data_path", type=str, required=True,
                         help="KITTI raw root (date folders with calib files and drives), or a "
-                             "synthetic scene from `python -m datasets.synthetic_kitti`")
+                             "synthetic scene from `python -m synthetic_scene`")
     parser.add_argument("--split", type=str, required=True,
                         help="'eigen' (Velodyne projection), 'eigen_benchmark' (improved ground-truth "
                              "PNGs), or any split folder with a test_files.txt (Velodyne projection)")

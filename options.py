@@ -28,7 +28,7 @@ def _add_paths(p):
     g = p.add_argument_group("paths")
     g.add_argument("--data_path", type=str, default=os.path.join(FILE_DIR, "kitti_data"),
                    help="root of the KITTI raw data (or of the synthetic scene from "
-                        "`python -m datasets.synthetic_kitti`)")
+                        "`python -m synthetic_scene`)")
     g.add_argument("--image_cache", type=str, default=None,
                    help="folder written by `python prepare_cache.py` (the split's images already "
                         "resized to --width x --height, bit-identical to resizing on the fly): "

@@ -10,7 +10,7 @@ With ``--mismatch`` the warp samples with ``align_corners=False`` on coordinates
 
     python bench/automask_gradient.py [--data_path synthetic_kitti] [--mismatch]
 
-About 30 s on 2 CPU cores once the scene exists (``python -m datasets.synthetic_kitti`` makes it).
+About 30 s on 2 CPU cores once the scene exists (``python -m synthetic_scene`` makes it).
 """
 
 import argparse
@@ -69,7 +69,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not os.path.isfile(os.path.join(args.data_path, "splits", "synthetic", "train_files.txt")):
         raise CLIError(f"--data_path {args.data_path}: no synthetic scene there; make it with "
-                       f"python -m datasets.synthetic_kitti --out {args.data_path}")
+                       f"python -m synthetic_scene --out {args.data_path}")
     print(f"{'camera motion t':>22} | auto-mask | photometric | descent direction (x, y, z)")
     for motion in MOTIONS:
         for automask in (True, False):

@@ -321,10 +321,10 @@ def ensure_scene(data_path, quick, workers=2):
 
     A folder that already holds a complete scene (``.synthetic_complete.json``) is used as it is,
     whatever its parameters, so an existing scene is never regenerated or overwritten. A missing one
-    is generated with the generator's defaults (the cache that ``python -m datasets.synthetic_kitti``
+    is generated with the generator's defaults (the cache that ``python -m synthetic_scene``
     writes; about a minute on two cores), or with a tiny scene (1 drive x 5 frames) in ``--quick``.
     """
-    from datasets import synthetic_kitti as S
+    import synthetic_scene as S
     root = os.path.abspath(os.path.expanduser(data_path))
     if os.path.isfile(os.path.join(root, S.COMPLETE_MARKER)):
         return root
@@ -345,13 +345,13 @@ def scene_split(root, name):
     path = os.path.join(root, "splits", "synthetic", name)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"split list {path} is missing: the scene at {root} was not written "
-                                "by datasets.synthetic_kitti.generate")
+                                "by synthetic_scene.generate")
     return readlines(path)
 
 
 def scene_params(root):
     """The generator parameters recorded in the scene's cache marker (or None)."""
-    from datasets import synthetic_kitti as S
+    import synthetic_scene as S
     try:
         with open(os.path.join(root, S.COMPLETE_MARKER), encoding="utf-8") as f:
             return json.load(f)

@@ -27,7 +27,7 @@ def check_data_path(data_path):
         raise CLIError(
             f"--data_path {data_path} does not exist: download KITTI (see README 'KITTI "
             "preparation') or generate the synthetic demo scene with "
-            f"`python -m datasets.synthetic_kitti --out {data_path}`")
+            f"`python -m synthetic_scene --out {data_path}`")
 
 
 # Calibration keys are written like "P_rect_02: 7.2e+02 0.0 ..."; values that do not parse as

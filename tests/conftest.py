@@ -11,7 +11,7 @@ if ROOT not in sys.path:
 
 
 def _scene(tmp_path_factory, name, num_drives, num_frames):
-    from datasets import synthetic_kitti as sk
+    import synthetic_scene as sk
     root = tmp_path_factory.mktemp(name)
     sk.generate(str(root), num_drives=num_drives, num_frames=num_frames, progress=False)
     split_dir = root / "splits"
@@ -28,7 +28,7 @@ def small_scene(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_scene(tmp_path_factory):
     """(data_path, split_dir): the default scene (3 drives x 48 frames), as the demo uses it."""
-    from datasets import synthetic_kitti as sk
+    import synthetic_scene as sk
     return _scene(tmp_path_factory, "demo_scene", sk.DEFAULT_NUM_DRIVES, sk.DEFAULT_NUM_FRAMES)
 
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import synthetic_scene as synthetic_kitti
 from datasets import (KITTI_AVERAGE_K, KITTIDepthDataset, KITTIOdomDataset, KITTIRAWDataset,
-                      build_dataset, check_data_path, synthetic_kitti)
+                      build_dataset, check_data_path)
 from datasets.kitti_utils import (generate_depth_map, load_velodyne_points,
                                   project_velodyne_to_depth, read_calib_file,
                                   read_odometry_poses, sub2ind)
@@ -408,7 +409,7 @@ def test_odometry_paths_and_calibration(tmp_path):
 def test_check_data_path_and_build_dataset(scene, tmp_path):
     missing = str(tmp_path / "nope")
     with pytest.raises(CLIError, match=r"--data_path .*nope does not exist: download KITTI .*"
-                                       r"python -m datasets\.synthetic_kitti --out .*nope"):
+                                       r"python -m synthetic_scene --out .*nope"):
         check_data_path(missing)
     opt = argparse.Namespace(dataset="kitti", data_path=scene, height=64, width=192, png=True,
                              use_calib_file=False, frame_ids=[0, -1, 1])

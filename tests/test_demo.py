@@ -7,7 +7,7 @@ import pytest
 
 import demo
 import evaluation as E
-from datasets import synthetic_kitti as sk
+import synthetic_scene as sk
 
 
 def test_region_abs_rel_uses_the_whole_image_median_ratio_and_pools_pixels():

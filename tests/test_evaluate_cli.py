@@ -266,7 +266,7 @@ def test_command_line_entry_point(setup):
 
 def test_synthetic_scene_with_exported_ground_truth(tmp_path):
     """The repo's synthetic scene, export_gt_depth.py's npz, evaluate_depth.py: the format chain."""
-    synthetic = pytest.importorskip("datasets.synthetic_kitti")
+    synthetic = pytest.importorskip("synthetic_scene")
     export_gt_depth = pytest.importorskip("export_gt_depth")
     root = str(tmp_path / "scene")
     synthetic.generate(root, num_drives=1, num_frames=5, gt_depth=False, progress=False)

@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 
 import export_gt_depth
-from datasets import synthetic_kitti
+import synthetic_scene as synthetic_kitti
 from datasets.kitti_utils import read_calib_file
 from utils import run_cli
 
@@ -129,7 +129,7 @@ def test_missing_data_path_exits_2_with_instructions(tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith(f"error: --data_path {tmp_path / 'kitti_data'} does not exist")
     assert "README 'KITTI preparation'" in lines[0]
-    assert "python -m datasets.synthetic_kitti --out" in lines[0]
+    assert "python -m synthetic_scene --out" in lines[0]
 
 
 def test_missing_velodyne_file_names_file_and_line(scene, tmp_path, capsys):

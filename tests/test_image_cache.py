@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import prepare_cache
-from datasets import KITTIRAWDataset, build_dataset, synthetic_kitti
+import synthetic_scene as synthetic_kitti
+from datasets import KITTIRAWDataset, build_dataset
 from datasets import image_cache as C
 from datasets import mono_dataset
 from utils import run_cli

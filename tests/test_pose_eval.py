@@ -94,7 +94,7 @@ def test_perfect_relative_poses_give_zero_ate(odom, monkeypatch):
 
 def test_synthetic_odometry_scene_end_to_end(tmp_path):
     """The repo's synthetic scene in KITTI odometry format, its own split lists, an untrained net."""
-    synthetic = pytest.importorskip("datasets.synthetic_kitti")
+    synthetic = pytest.importorskip("synthetic_scene")
     root = str(tmp_path / "scene")
     synthetic.generate(root, num_drives=1, num_frames=3, odometry=True, odom_frames=6,
                        gt_depth=False, progress=False)

@@ -1,4 +1,4 @@
-"""Tests of the synthetic KITTI-format scene generator (datasets/synthetic_kitti.py).
+"""Tests of the synthetic KITTI-format scene generator (the synthetic_scene package).
 
 One small scene (1 drive × 6 frames, jpg + png, odometry sequences of 4 frames) is generated per
 module; the checks compare the files with the generator's own truth (``render_frame``) and with
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets import synthetic_kitti as sk
+import synthetic_scene as sk
 from datasets.kitti_utils import (generate_depth_map, normalized_intrinsics, read_calib_file,
                                   read_odometry_poses)
 from utils import run_cli
@@ -296,6 +296,24 @@ def test_cache_marker_skips_identical_parameters(root):
     assert os.path.getmtime(image_path(root, 0)) == before
 
 
+def test_regenerating_with_other_parameters_leaves_no_stale_file(tmp_path):
+    """Fewer frames, no odometry and no png the second time: the frames, sequences and poses of the
+    first scene are gone, and a file that is not the generator's stays."""
+    out = tmp_path / "scene"
+    sk.generate(out, **dict(PARAMS, num_frames=4, png=True, odometry=True, workers=1))
+    (out / "my_notes.txt").write_text("mine")
+    sk.generate(out, **dict(PARAMS, num_frames=3, png=False, odometry=False, workers=1))
+
+    def files():
+        return sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out)
+                      for f in fs)
+    fresh = tmp_path / "fresh"
+    sk.generate(fresh, **dict(PARAMS, num_frames=3, png=False, odometry=False, workers=1))
+    expected = sorted(os.path.relpath(os.path.join(d, f), fresh) for d, _, fs in os.walk(fresh)
+                      for f in fs)
+    assert files() == sorted(expected + ["my_notes.txt"])
+
+
 def test_committed_split_files_equal_the_generated_ones(tmp_path):
     written = sk.write_splits(tmp_path)
     assert len(written) == 5
@@ -360,7 +378,7 @@ def test_bad_parameters_are_one_line_errors(tmp_path, capsys, args, flag):
 
 
 def test_cli_help_documents_every_flag():
-    parser = sk._parser()
+    parser = sk.parser()
     for action in parser._actions:
         assert action.help, action.dest
     text = parser.format_help()
