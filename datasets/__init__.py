@@ -1,10 +1,11 @@
 """Datasets of the repo: the batch-dict contract (``MonoDataset``), the KITTI datasets, KITTI file
 utilities (``datasets.kitti_utils``), the training-size image cache (``datasets.image_cache``,
-built by ``prepare_cache.py``), and the synthetic KITTI-format scene generator
-(``datasets.synthetic_kitti``).
+built by ``prepare_cache.py``), the device-side finish of training batches (``finish_batch``:
+lower scales and colour augmentation, ``datasets.finish``). The synthetic KITTI-format scene that
+the tests and the demo read is written by the ``synthetic_scene`` package, outside this one.
 
 The dataset classes are imported on first use, so the torch-free tools (``export_gt_depth.py``,
-``python -m datasets.synthetic_kitti``) start without importing torch.
+``prepare_cache.py``) start without importing torch.
 """
 
 import importlib
@@ -18,6 +19,7 @@ _LAZY = {
     "KITTI_AVERAGE_K": ".kitti_dataset",
     "check_data_path": ".kitti_utils",
     "ImageCache": ".image_cache",
+    "finish_batch": ".finish",
 }
 
 __all__ = sorted(_LAZY) + ["datasets_dict", "build_dataset", "check_dataset_files"]
@@ -37,7 +39,8 @@ def __getattr__(name):
     return value
 
 
-def build_dataset(opt, filenames, is_train, frame_ids=None, load_depth=None, num_scales=4):
+def build_dataset(opt, filenames, is_train, frame_ids=None, load_depth=None, num_scales=4,
+                  finish_on_device=None):
     """Build the dataset selected by ``opt.dataset`` with the options' size and image format.
 
     Args:
@@ -49,6 +52,9 @@ def build_dataset(opt, filenames, is_train, frame_ids=None, load_depth=None, num
         frame_ids: frames to load (default ``opt.frame_ids``; add ``"s"`` for stereo).
         load_depth: see ``MonoDataset`` (None = only for evaluation when ground truth exists).
         num_scales: scales of the batch dict (4 in the Monodepth2 family).
+        finish_on_device: see ``MonoDataset``; None = ``is_train``: training samples carry scale 0
+            and their augmentation parameters, and ``finish_batch`` (``Trainer.run_step``, after
+            the transfer to the device) builds the lower scales and the colour augmentation.
 
     Raises:
         CLIError: unknown ``opt.dataset`` or missing ``opt.data_path``.
@@ -68,7 +74,8 @@ def build_dataset(opt, filenames, is_train, frame_ids=None, load_depth=None, num
         list(opt.frame_ids) if frame_ids is None else list(frame_ids), num_scales,
         is_train=is_train, img_ext=".png" if getattr(opt, "png", False) else ".jpg",
         load_depth=load_depth, use_calib_file=getattr(opt, "use_calib_file", False),
-        image_cache=getattr(opt, "image_cache", None))
+        image_cache=getattr(opt, "image_cache", None),
+        finish_on_device=is_train if finish_on_device is None else finish_on_device)
 
 
 def check_dataset_files(dataset, split_file, data_path, shown=3):

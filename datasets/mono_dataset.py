@@ -15,6 +15,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from utils import load_rgb  # noqa: F401  (the loader's decoder; re-exported for callers)
 
+from .finish import COLOR_JITTER, DO_COLOR_AUG, NEUTRAL_JITTER
 from .image_cache import ImageCache, resize_rgb
 
 ColorJitterParams = collections.namedtuple("ColorJitterParams",
@@ -175,6 +176,10 @@ class MonoDataset(data.Dataset):
             current entry at (width, height), else from the original files (one line per reason
             says so; the split's images are checked when the dataset is built). The cached pixels
             are the ones the resize would produce, so the batch dict is bit-identical either way.
+        finish_on_device: return only what has to come from disk and leave the lower scales and
+            the colour augmentation to ``datasets.finish_batch``, run batch-wise on the training
+            device after the transfer (``Trainer.run_step``; ``datasets.build_dataset`` turns it
+            on for training). See "Unfinished samples" below.
 
     Batch dict of one sample (a DataLoader adds the leading batch dim B to every entry):
 
@@ -206,6 +211,20 @@ class MonoDataset(data.Dataset):
     probability 0.5 (brightness, contrast, saturation factors in [0.8, 1.2], hue in [−0.1, 0.1]),
     horizontal flip with probability 0.5 of every frame, scale and ``depth_gt``.
 
+    Unfinished samples (``finish_on_device=True``): ``__getitem__`` / ``get_sample`` return
+    ``("color", i, 0)`` of every frame (decoded, resized, flipped as above), ``("K", s)`` /
+    ``("inv_K", s)`` for every scale, ``"stereo_T"`` and ``"depth_gt"`` as above, and the sample's
+    colour augmentation as tensors: ``"color_jitter"`` [4] float32 (brightness, contrast,
+    saturation, hue of its one ``ColorJitterParams``; 1, 1, 1, 0 without colour augmentation) and
+    ``"do_color_aug"`` (0-dim bool). No lower scales and no ``("color_aug", i, s)``.
+    ``datasets.finish_batch(batch)`` on the collated batch (on any device) makes the batch dict
+    above from it, with the same operations in the same order: ``("color", i, s)`` for s >= 1 by
+    the same chain of antialiased downscales, ``("color_aug", i, s)`` = the sample's jitter of
+    ``("color", i, s)``, or equal to it (values) without colour augmentation; it drops the two
+    augmentation keys. The finished batch equals the collated batch of this per-sample path to
+    float32 rounding (``tests/test_finish_batch.py``: hue goes through a torch HSV conversion
+    instead of OpenCV's), for every key and scale. What the model sees is the same either way.
+
     Errors: a split line whose frame file is missing raises FileNotFoundError naming the file and
     the split line (1-based line number and text); a corrupt image raises ValueError naming it.
     """
@@ -216,7 +235,8 @@ class MonoDataset(data.Dataset):
     full_res_shape = None
 
     def __init__(self, data_path, filenames, height, width, frame_ids, num_scales, is_train=False,
-                 img_ext=".jpg", load_depth=None, use_calib_file=False, image_cache=None):
+                 img_ext=".jpg", load_depth=None, use_calib_file=False, image_cache=None,
+                 finish_on_device=False):
         super().__init__()
         for frame_id in frame_ids:
             if frame_id != "s" and not isinstance(frame_id, int):
@@ -232,6 +252,7 @@ class MonoDataset(data.Dataset):
         self.is_train = is_train
         self.img_ext = img_ext
         self.use_calib_file = use_calib_file
+        self.finish_on_device = finish_on_device
         self.load_depth = (not is_train and self.check_depth()) if load_depth is None else load_depth
         self.image_cache = None
         if image_cache is not None:
@@ -301,12 +322,19 @@ class MonoDataset(data.Dataset):
                 image = self.get_color(folder, frame_index, other_side(side), aug.do_flip)
             else:
                 image = self.get_color(folder, frame_index + frame_id, side, aug.do_flip)
+            if self.finish_on_device:  # the rest is datasets.finish_batch's, on the device
+                inputs[("color", frame_id, 0)] = image
+                continue
             for s in range(self.num_scales):
                 if s > 0:
                     image = downscale(image, self.height // 2 ** s, self.width // 2 ** s)
                 inputs[("color", frame_id, s)] = image
                 inputs[("color_aug", frame_id, s)] = (
                     image if aug.color is None else apply_color_jitter(image, aug.color))
+        if self.finish_on_device:
+            inputs[COLOR_JITTER] = torch.tensor(
+                NEUTRAL_JITTER if aug.color is None else tuple(aug.color), dtype=torch.float32)
+            inputs[DO_COLOR_AUG] = torch.tensor(aug.color is not None)
         return inputs
 
     def get_color(self, folder, frame_index, side, do_flip):
