@@ -34,7 +34,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import checkpointing as ckpt
-from datasets import build_dataset, check_data_path, check_dataset_files
+from datasets import build_dataset, check_data_path, check_dataset_files, finish_batch
 from diagnostics import EpochDiagnostics
 from evaluation.depth import batch_depth_metrics
 from options import automask_warmup_epochs, save_options
@@ -350,9 +350,11 @@ class Trainer:
         return 1 if self.device.type == "cpu" else self.opt.log_frequency
 
     def run_step(self, batch: Dict):
-        """One optimisation step on a loader batch: to the device, forward, backward, optimizer step,
-        diagnostics. Returns ``(inputs on the device, outputs, loss terms, total loss)``."""
-        inputs = self.to_device(batch)
+        """One optimisation step on a loader batch: to the device, finish (lower scales and colour
+        augmentation of a ``finish_on_device`` batch, ``datasets.finish_batch``; a full batch passes
+        as it is), forward, backward, optimizer step, diagnostics. Returns ``(inputs on the device,
+        outputs, loss terms, total loss)``."""
+        inputs = finish_batch(self.to_device(batch))
         outputs, terms, total = self.train_step(inputs, check=self.step % self._check_every == 0)
         self.diagnostics.update(outputs, terms)
         return inputs, outputs, terms, total
