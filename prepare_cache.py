@@ -18,20 +18,10 @@ import os
 import sys
 import time
 
-from utils import CLIError, run_cli
+from utils import CLIError, positive_int, run_cli
 
 FILE_DIR = os.path.dirname(os.path.abspath(__file__))
 CHECKPOINT_SECONDS = 10.0
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def build_parser():

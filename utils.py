@@ -62,6 +62,18 @@ def is_input_error(exc: BaseException) -> bool:
     return isinstance(exc, (CLIError, FileNotFoundError, ValueError))
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def readlines(path: str) -> List[str]:
     """Return the non-empty lines of a text file, without line endings or surrounding whitespace."""
     with open(path, "r", encoding="utf-8") as f:

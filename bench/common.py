@@ -7,7 +7,6 @@ never overwrites real figures). The JSON holds the exact configuration, the devi
 versions, the thread counts and the load average at start (a loaded machine gives slower figures).
 """
 
-import argparse
 import json
 import os
 import platform
@@ -26,6 +25,8 @@ QUICK_SCENE_PARAMS = dict(num_drives=1, num_frames=5, gt_depth=False)
 
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+from utils import positive_int  # noqa: E402  (bench scripts use common.positive_int)
 
 
 # --------------------------------------------------------------------------------------------
@@ -47,17 +48,6 @@ def add_common_args(parser, device=True):
                              "<script>_quick.json with --quick)")
     parser.add_argument("--no_save", action="store_true", help="print only, write no JSON file")
     return parser
-
-
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def setup_threads(threads):
