@@ -226,14 +226,30 @@ def main(argv=None):
     for row in rows:
         print_row(row)
     best = min(rows[1:], key=lambda r: r[1]["abs_rel"])
-    best_folder = trainer.weights_folder(int(best[0]))
+    summary = write_results(trainer.log_path, rows, trainer.weights_folder(int(best[0])),
+                            (opt.width, opt.height), args.data_path, split_dir, gt_depths, regions,
+                            eval_opt, t0)
+    print(f"best epoch {best[0]}: abs_rel {summary['whole_image']['abs_rel']:.3f} whole image, "
+          f"{summary['car_pole_abs_rel']:.3f} car and pole pixels (car {summary['car_abs_rel']:.3f}, "
+          f"pole {summary['pole_abs_rel']:.3f}); untrained {rows[0][1]['abs_rel']:.3f} / "
+          f"{rows[0][1]['car_pole_abs_rel']:.3f}")
+    print(f"picture: {summary['picture']}; metrics: {os.path.join(trainer.log_path, 'metrics.json')}; "
+          f"{summary['seconds']:.0f} s in all; kept the weights of epochs "
+          f"{sorted({int(best[0]), opt.num_epochs - 1})} in {os.path.join(trainer.log_path, 'models')}")
+    return 0
+
+
+def write_results(log_path, rows, best_folder, size, data_path, split_dir, gt_depths, regions,
+                  eval_opt, t0):
+    """The picture and ``<log_path>/metrics.json`` of the best row of ``rows`` ([(epoch, metrics)],
+    the untrained model first), whose weights are ``best_folder``; returns the summary written."""
+    best = min(rows[1:], key=lambda r: r[1]["abs_rel"])
     m, disps, ratios = evaluate(best_folder, eval_opt, split_dir, gt_depths, regions)
-    picture = os.path.join(trainer.log_path, "demo_depth.png")
+    picture = os.path.join(log_path, "demo_depth.png")
     index = picture_frame(regions)
-    write_picture(picture, args.data_path, split_dir, index, disps[index], ratios[index],
-                  f"epoch {best[0]} at {opt.width}x{opt.height}: test abs_rel {m['abs_rel']:.3f} "
+    write_picture(picture, data_path, split_dir, index, disps[index], ratios[index],
+                  f"epoch {best[0]} at {size[0]}x{size[1]}: test abs_rel {m['abs_rel']:.3f} "
                   f"(whole image), {m['car_pole_abs_rel']:.3f} (car and pole pixels)")
-    seconds = time.time() - t0
     summary = {
         "best_epoch": int(best[0]),
         "whole_image": {k: m[k] for k in E.DEPTH_METRIC_NAMES},
@@ -245,20 +261,12 @@ def main(argv=None):
         "protocol": "Eigen: Garg crop, 1e-3 < gt < 80 m, per-image median scaling; <region>_abs_rel "
                     "over the region's valid ground-truth pixels of all test frames, each image "
                     "scaled by its whole-image median ratio",
-        "resolution": [opt.width, opt.height], "num_epochs": opt.num_epochs,
+        "resolution": list(size), "num_epochs": len(rows) - 1,
         "picture": os.path.abspath(picture), "picture_frame": " ".join(test_lines(split_dir)[index]),
-        "seconds": round(seconds, 1),
+        "seconds": round(time.time() - t0, 1),
     }
-    metrics_path = os.path.join(trainer.log_path, "metrics.json")
-    E.write_json_atomic(metrics_path, summary)
-    print(f"best epoch {best[0]}: abs_rel {m['abs_rel']:.3f} whole image, "
-          f"{m['car_pole_abs_rel']:.3f} car and pole pixels (car {m['car_abs_rel']:.3f}, "
-          f"pole {m['pole_abs_rel']:.3f}); untrained {rows[0][1]['abs_rel']:.3f} / "
-          f"{rows[0][1]['car_pole_abs_rel']:.3f}")
-    print(f"picture: {picture}; metrics: {metrics_path}; {seconds:.0f} s in all; kept the weights "
-          f"of epochs {sorted({int(best[0]), opt.num_epochs - 1})} in "
-          f"{os.path.join(trainer.log_path, 'models')}")
-    return 0
+    E.write_json_atomic(os.path.join(log_path, "metrics.json"), summary)
+    return summary
 
 
 def print_header():

@@ -1,5 +1,6 @@
 """demo.py's car/pole metric and picture (the training loop itself runs in test_end_to_end)."""
 
+import json
 import os
 
 import numpy as np
@@ -70,3 +71,36 @@ def test_demo_table_row_has_the_car_pole_column(capsys):
     demo.print_row(("3", metrics))
     out = capsys.readouterr().out.splitlines()
     assert out[-2].rstrip().endswith("car/pole") and out[-1].rstrip().endswith("0.250")
+
+
+def test_write_results_writes_metrics_json_and_the_picture(small_scene, tmp_path):
+    """The end of a demo run on a tiny untrained checkpoint: metrics.json holds the whole-image and
+    car/pole figures of the best epoch, the picture is there."""
+    import shutil
+    import sys
+
+    import evaluate_depth
+    import export_gt_depth
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import eval_helpers as H
+
+    data_path, scene_splits = small_scene
+    split_dir = str(tmp_path / "splits")
+    shutil.copytree(scene_splits, split_dir)
+    export_gt_depth.main(["--data_path", data_path, "--split", "synthetic", "--split_dir", split_dir])
+    gt_depths = evaluate_depth.load_gt_depths("synthetic", split_dir, data_path)
+    regions = demo.region_masks(data_path, split_dir)
+    folder = H.make_checkpoint(str(tmp_path / "run" / "models"), epochs=(1,))[0]
+    eval_opt = demo.evaluation_options(data_path, split_dir)
+    metrics = demo.evaluate(folder, eval_opt, split_dir, gt_depths, regions)[0]
+    rows = [("init", dict(metrics, abs_rel=0.9)), ("0", dict(metrics, abs_rel=0.8)), ("1", metrics)]
+    summary = demo.write_results(str(tmp_path / "run"), rows, folder, (192, 64), data_path,
+                                 split_dir, gt_depths, regions, eval_opt, 0.0)
+    with open(tmp_path / "run" / "metrics.json") as f:
+        written = json.load(f)
+    assert written == json.loads(json.dumps(summary))
+    assert written["best_epoch"] == 1 and len(written["epochs"]) == 3
+    assert written["whole_image"]["abs_rel"] == pytest.approx(metrics["abs_rel"])
+    assert written["car_pole_abs_rel"] == pytest.approx(metrics["car_pole_abs_rel"])
+    assert written["car_pole_pixels"] == written["car_pixels"] + written["pole_pixels"] > 0
+    assert os.path.isfile(written["picture"])
