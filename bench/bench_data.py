@@ -30,8 +30,8 @@ there is used as it is. The image cache of the scene's train split is built (or 
 with replacement (seeded) from the scene's ``splits/synthetic/train_files.txt``; the first batch of
 every loader (worker start-up) is not timed. Checked first: every loader's batch (finished) has
 the same keys and shapes; the cached loaders give the same values as the uncached ones bit for bit,
-and ``scale0`` + ``finish_batch`` the per-sample path's values within ``datasets.finish.FINISH_ATOL``
-(a few seeded samples). Reports per_sample / baseline at each worker count next to its target
+and ``scale0`` + ``finish_batch`` the per-sample path's values within
+``datasets.finish.FINISH_ATOL`` (a few seeded samples). Reports per_sample / baseline at each worker count next to its target
 (>= 1.5x at 2 workers) and, per core, scale0_cached / per_sample (the training loader with the
 cache against the full per-sample path without it) next to its target (>= 3x).
 """
@@ -169,8 +169,9 @@ def seeded_batch(dataset, indices, seed=0):
 
 def check_same_values(datasets, samples=4):
     """Same seeded samples, same values: each ``*_cached`` loader bit for bit as its uncached one;
-    ``scale0`` (+ ``finish_batch``) as ``per_sample`` within ``FINISH_ATOL`` on the colour-augmented
-    images and exactly elsewhere. Raises ValueError otherwise. Returns {pair: largest difference}."""
+    ``scale0`` (+ ``finish_batch``) as ``per_sample`` within ``FINISH_ATOL`` on the
+    colour-augmented images and exactly elsewhere. Raises ValueError otherwise. Returns
+    {pair: largest difference}."""
     from datasets.finish import FINISH_ATOL
     any_ds = next(iter(datasets.values()))
     indices = list(range(min(samples, len(any_ds))))
@@ -309,7 +310,8 @@ def per_core_ratios(per_core, finish):
     for name in ("scale0", "scale0_cached"):
         key = f"{name}_with_finish_samples_per_s"
         if finish and key in finish:
-            out[f"{name} + finish_batch on the same core / {PER_CORE_REFERENCE}"] = finish[key] / ref
+            label = f"{name} + finish_batch on the same core / {PER_CORE_REFERENCE}"
+            out[label] = finish[key] / ref
     return out
 
 

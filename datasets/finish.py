@@ -9,9 +9,9 @@ and its augmentation parameters as tensors (``"color_jitter"``, ``"do_color_aug"
 
 - ``("color", i, s)`` for s >= 1: the scale above, downscaled with antialiased bilinear
   interpolation (``align_corners=False``) to (H // 2^s, W // 2^s), scale by scale;
-- ``("color_aug", i, s)`` for every s: the sample's ONE jitter draw applied to that scale's colour in
-  the order brightness, contrast (blend with the image's mean grey), saturation, hue, each clamped
-  to [0, 1]; for samples without colour augmentation, exactly ``("color", i, s)``.
+- ``("color_aug", i, s)`` for every s: the sample's ONE jitter draw applied to that scale's colour
+  in the order brightness, contrast (blend with the image's mean grey), saturation, hue, each
+  clamped to [0, 1]; for samples without colour augmentation, exactly ``("color", i, s)``.
 
 The hue shift here is torch (RGB → HSV → shift → RGB, per-sample shift on a batch); the CPU path's
 ``adjust_hue`` goes through OpenCV's float HSV conversion. They agree to float32 rounding
@@ -76,7 +76,8 @@ def finish_batch(batch, num_scales=None):
 
 
 def _memory_format(image):
-    """channels_last when the scale-0 image is in it (``--channels_last`` batches), else the default."""
+    """channels_last when the scale-0 image is in it (``--channels_last`` batches), else the
+    default layout."""
     if image.dim() == 4 and not image.is_contiguous() and image.is_contiguous(
             memory_format=torch.channels_last):
         return torch.channels_last
@@ -112,7 +113,8 @@ def adjust_hue_batch(image, hue):
     RGB → HSV as OpenCV / torchvision (V = max, S = (max − min) / max, hue in sixths of a turn from
     the max channel, 0 for grey pixels), the shift wrapped into [0, 6), and back with the
     sector-free form of HSV → RGB: channel c (centre 0, 2, 4 sixths for R, G, B) =
-    V − V·S·clamp(d − 1, 0, 1), d the circular distance of the hue to the centre (3 − ||h − c| − 3|).
+    V − V·S·clamp(d − 1, 0, 1), d the circular distance of the hue to the centre
+    (3 − ||h − c| − 3|).
     """
     r, g, b = image.unbind(dim=-3)
     minc, maxc = torch.aminmax(image, dim=-3)

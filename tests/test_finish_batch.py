@@ -56,9 +56,8 @@ def scene(tmp_path_factory):
 
 def datasets(root, **kwargs):
     """(per-sample path, finish_on_device path) on the same lines, training augmentation on."""
-    make = lambda finish: KITTIRAWDataset(root, LINES, H, W, FRAME_IDS, 4, is_train=True,  # noqa: E731
-                                          finish_on_device=finish, **kwargs)
-    return make(False), make(True)
+    return tuple(KITTIRAWDataset(root, LINES, H, W, FRAME_IDS, 4, is_train=True,
+                                 finish_on_device=finish, **kwargs) for finish in (False, True))
 
 
 def seeded_batches(full, unfinished, seeds):
