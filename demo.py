@@ -35,7 +35,7 @@ import evaluate_depth
 import export_gt_depth
 import synthetic_scene as sk
 from options import SRDOptions
-from utils import keep_freed_memory, run_cli
+from utils import atomic_path, keep_freed_memory, run_cli
 
 # Small enough for a CPU: 192x64, ResNet-18 from scratch, U-Net decoder + DOR, SRD from epoch 1.
 # Measured against 288x96 for 5 epochs (about the same compute; a 16 cm pole 10 m away 2.7 pixels
@@ -172,10 +172,9 @@ def write_picture(path, data_path, split_dir, index, disp, ratio, title):
     bar.set_ticklabels([str(t) for t in ticks])
     bar.minorticks_off()
     bar.set_label("depth (m)")
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv=None):

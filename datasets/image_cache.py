@@ -249,14 +249,14 @@ class ImageCache:
 # building
 # --------------------------------------------------------------------------------------------
 def build_one(task):
-    """Decode, resize and write one image (atomic: temp file + ``os.replace``).
+    """Decode, resize and write one image (atomic: ``utils.atomic_path``).
 
     Args:
         task: (source path, manifest key, cache_dir, width, height).
     Returns:
         (key, entry, None) on success, (key, None, error line) for an unreadable source.
     """
-    from utils import load_rgb
+    from utils import atomic_path, load_rgb
     path, rel, cache_dir, width, height = task
     try:
         before = source_signature(path)
@@ -268,15 +268,9 @@ def build_one(task):
     name = cache_file_name(rel)
     dst = os.path.join(cache_dir, name)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = f"{dst}.{os.getpid()}.tmp"
-    try:
+    with atomic_path(dst) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, image, allow_pickle=False)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return rel, {"file": name.replace(os.sep, "/"), "size": before[0], "mtime_ns": before[1]}, None
 
 
