@@ -10,6 +10,31 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+# The loader tests' scene (test_datasets, test_image_cache, test_finish_batch, test_export_gt):
+# 1 drive x 3 frames with .png images too, generated once per session.
+LOADER_SCENE_PARAMS = dict(num_drives=1, num_frames=3, png=True, progress=False)
+
+
+@pytest.fixture(scope="session")
+def scene(tmp_path_factory):
+    """data_path of the loader tests' scene (``LOADER_SCENE_PARAMS``)."""
+    import synthetic_scene as sk
+    root = tmp_path_factory.getbasetemp() / "synthetic_kitti_small"
+    sk.generate(root, **LOADER_SCENE_PARAMS)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (the loader runs with one thread per worker; two
+    threads on a busy 2-core box are slower); restored after the module."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _scene(tmp_path_factory, name, num_drives, num_frames):
     import synthetic_scene as sk
     root = tmp_path_factory.mktemp(name)

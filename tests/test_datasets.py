@@ -21,28 +21,12 @@ from datasets.mono_dataset import (NO_AUGMENTATION, Augmentation, ColorJitterPar
                                    apply_color_jitter, image_to_tensor)
 from utils import CLIError
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
 DATE = "2011_09_26"
 DRIVE = f"{DATE}/{DATE}_drive_9001_sync"
-# shared with tests/test_export_gt.py: the same parameters make the second generate() a no-op
-SCENE_PARAMS = dict(num_drives=1, num_frames=3, png=True, progress=False)
 FRAME_IDS = [0, -1, 1, "s"]
 H, W = 192, 640
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The loader runs with one thread per worker; two threads on a busy 2-core box are slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "synthetic_kitti_small"
-    synthetic_kitti.generate(root, **SCENE_PARAMS)
-    return str(root)
 
 
 def raw_dataset(root, lines=(f"{DRIVE} 1 l",), is_train=False, frame_ids=FRAME_IDS, **kwargs):

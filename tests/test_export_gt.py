@@ -17,16 +17,7 @@ from utils import run_cli
 REPO = os.path.dirname(os.path.abspath(export_gt_depth.__file__))
 DATE = "2011_09_26"
 DRIVE = f"{DATE}/{DATE}_drive_9001_sync"
-# shared with tests/test_datasets.py: the same parameters make the second generate() a no-op
-SCENE_PARAMS = dict(num_drives=1, num_frames=3, png=True, progress=False)
 FRAMES = (0, 1, 2)
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "synthetic_kitti_small"
-    synthetic_kitti.generate(root, **SCENE_PARAMS)
-    return str(root)
 
 
 @pytest.fixture(scope="module")

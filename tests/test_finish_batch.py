@@ -23,35 +23,19 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-import synthetic_scene as synthetic_kitti
 from datasets import KITTIRAWDataset, finish_batch
 from datasets.finish import (COLOR_JITTER, DO_COLOR_AUG, FINISH_ATOL, adjust_hue_batch,
                              color_jitter_batch, is_unfinished)
 from datasets.mono_dataset import ColorJitterParams, adjust_hue, apply_color_jitter
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
 DATE = "2011_09_26"
 DRIVE = f"{DATE}/{DATE}_drive_9001_sync"
-# the scene of tests/test_datasets.py (same parameters: generated once per session)
-SCENE_PARAMS = dict(num_drives=1, num_frames=3, png=True, progress=False)
 FRAME_IDS = [0, -1, 1, "s"]
 LINES = [f"{DRIVE} 1 l", f"{DRIVE} 1 r"]
 H, W = 192, 640
 JITTER_ATOL = FINISH_ATOL  # 3e-6
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "synthetic_kitti_small"
-    synthetic_kitti.generate(root, **SCENE_PARAMS)
-    return str(root)
 
 
 def datasets(root, **kwargs):

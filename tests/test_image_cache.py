@@ -13,34 +13,18 @@ import pytest
 import torch
 
 import prepare_cache
-import synthetic_scene as synthetic_kitti
 from datasets import KITTIRAWDataset, build_dataset
 from datasets import image_cache as C
 from datasets import mono_dataset
 from utils import run_cli
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
 DATE = "2011_09_26"
 DRIVE = f"{DATE}/{DATE}_drive_9001_sync"
-# the scene of tests/test_datasets.py (same parameters: generated once per session)
-SCENE_PARAMS = dict(num_drives=1, num_frames=3, png=True, progress=False)
 FRAME_IDS = [0, -1, 1, "s"]
 LINES = [f"{DRIVE} 1 l", f"{DRIVE} 1 r"]
 H, W = 96, 320
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "synthetic_kitti_small"
-    synthetic_kitti.generate(root, **SCENE_PARAMS)
-    return str(root)
 
 
 @pytest.fixture
