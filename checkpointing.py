@@ -316,7 +316,13 @@ def load_depth_model(weights_folder: str, device, explicit: Optional[Mapping] = 
         ``(encoder, decoder, spec)``, both models in eval mode on ``device``.
     """
     spec, encoder_state, depth_state = read_spec(weights_folder, explicit)
-    folder = _check_folder(weights_folder)
+    return _build_depth_model(_check_folder(weights_folder), spec, encoder_state, depth_state,
+                              device, log)
+
+
+def _build_depth_model(folder, spec, encoder_state, depth_state, device, log):
+    """The depth encoder and decoder of ``spec`` with the state dicts :func:`read_spec` read from
+    ``folder``, loaded strictly: ``(encoder, decoder, spec)`` in eval mode on ``device``."""
     encoder_path, depth_path = os.path.join(folder, "encoder.pth"), os.path.join(folder, "depth.pth")
     encoder = build_depth_encoder(spec)
     load_strict(encoder, encoder_state, encoder_path, f"{spec.describe_encoder()} encoder")
@@ -347,13 +353,16 @@ def load_pose_model(weights_folder: str, device, explicit: Optional[Mapping] = N
     spec)`` in eval mode on ``device``; the depth encoder is loaded for the "shared" pose type."""
     folder = _check_folder(weights_folder)
     hint = "pose evaluation needs pose_encoder.pth and pose.pth in --load_weights_folder"
+    states = None
     if os.path.isfile(os.path.join(folder, "depth.pth")):
-        spec = read_spec(folder, explicit)[0]
+        spec, *states = read_spec(folder, explicit)
     else:
         spec = resolve_spec(load_run_options(folder), None, explicit)
     depth_encoder = None
     if spec.pose_model_type == "shared":
-        depth_encoder, _, spec = load_depth_model(folder, device, explicit, log=None)
+        if states is None:  # no depth.pth: read_spec names the missing file
+            spec, *states = read_spec(folder, explicit)
+        depth_encoder, _, spec = _build_depth_model(folder, spec, *states, device, log=None)
     pose_encoder, pose = build_pose(spec, depth_encoder)
     for name, net in (("pose_encoder", pose_encoder), ("pose", pose)):
         if net is not None:
