@@ -118,8 +118,9 @@ def _fsync_folder(folder):
     _fsync_path(folder)
 
 
-def write_environment(path: str, device, world_size: int) -> None:
-    """Record torch version, device, world size and git commit of the run (environment.json)."""
+def write_environment(path: str, device, world_size: int, autocast_dtype=None) -> None:
+    """Record torch version, device, world size, the networks' autocast dtype (None: float32, e.g.
+    ``--amp`` on a CPU that emulates bfloat16) and git commit of the run (environment.json)."""
     import json
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -128,7 +129,9 @@ def write_environment(path: str, device, world_size: int) -> None:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-           "world_size": world_size, "threads": torch.get_num_threads(), "git_commit": commit}
+           "world_size": world_size, "threads": torch.get_num_threads(),
+           "autocast_dtype": str(autocast_dtype).replace("torch.", "") if autocast_dtype else None,
+           "git_commit": commit}
     with atomic_write(path, "w") as f:
         json.dump(env, f, indent=2)
 

@@ -124,7 +124,12 @@ def _add_optimization(p):
                    help="epochs between x0.1 decays of --scheduler step")
     g.add_argument("--amp", action="store_true",
                    help="mixed precision for the networks: bfloat16 autocast on CPU, float16 with "
-                        "a grad scaler on CUDA; geometry and losses stay float32")
+                        "a grad scaler on CUDA; geometry and losses stay float32. On a CPU without "
+                        "AMX / AVX-512 BF16 bfloat16 is emulated (a step about 10x slower): "
+                        "training then says so and runs in float32 unless --force_amp")
+    g.add_argument("--force_amp", action="store_true",
+                   help="with --amp: keep bfloat16 autocast on a CPU that emulates bfloat16 "
+                        "(about 10x slower than float32 there)")
     g.add_argument("--compile", action="store_true", help="torch.compile the networks")
     g.add_argument("--channels_last", action="store_true",
                    help="use the channels_last memory format for images and networks")
@@ -326,6 +331,7 @@ def validate(opt, mode="train"):
          "--predictive_mask needs --disable_automasking (the two masks do the same job)"),
         (not opt.predictive_mask or opt.no_dor,
          "--predictive_mask needs --no_dor (the mask decoder has no disparity to refine)"),
+        (opt.amp or not opt.force_amp, "--force_amp only applies with --amp: add --amp"),
         (opt.batch_size >= 1, f"--batch_size {opt.batch_size} must be at least 1"),
         (opt.num_epochs >= 1, f"--num_epochs {opt.num_epochs} must be at least 1"),
         (opt.learning_rate > 0, f"--learning_rate {opt.learning_rate} must be positive"),

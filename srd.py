@@ -15,6 +15,7 @@ bits): pixel coordinates at 640 px would then be off by several pixels, and SSIM
 """
 
 import copy
+import os
 from typing import Optional, Sequence, Union
 
 import torch
@@ -38,12 +39,60 @@ def model_spec(opt) -> ModelSpec:
     return ModelSpec.from_mapping(vars(opt))
 
 
-def amp_dtype(opt, device):
-    """The autocast dtype of ``--amp`` on ``device``: bfloat16 on the CPU, float16 on CUDA (the
-    Trainer adds a grad scaler); None without ``--amp``."""
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA) under which bfloat16 convolutions still
+# run natively; a lower cap (AVX2, AVX512_CORE, ...) makes oneDNN emulate them.
+_ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_", "ALL",
+                     "DEFAULT")
+# Measured with `bench/bench_train_step.py --configs dor_srd --batch_size 4 --height 64 --width 192`
+# on 2 AVX2-only AMD EPYC cores: 0.81 s per step in float32, 9.67 s with --amp (issue 27); on
+# 2 AVX-512 BF16 cores with oneDNN capped at AVX2: 0.69 s against 7.37 s.
+EMULATED_BF16_STEP_SLOWDOWN = 10
+
+
+def _cpu_flags() -> set:
+    """The CPU feature flags of /proc/cpuinfo (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return {w for line in f if line.startswith(("flags", "Features")) for w in
+                    line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
+def cpu_bf16_is_native() -> bool:
+    """Whether this CPU computes bfloat16 convolutions natively: AVX-512 BF16 or AMX on x86 (ARM:
+    the ``bf16`` feature), and oneDNN not capped below them by ``ONEDNN_MAX_CPU_ISA``. Elsewhere
+    (e.g. AVX2 only) oneDNN emulates bfloat16 and a training step under ``--amp`` is about
+    ``EMULATED_BF16_STEP_SLOWDOWN`` times slower than in float32."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap and not cap.startswith(_ONEDNN_BF16_ISAS):
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported",
+                                                           "_is_amx_tile_supported")]
+    if any(probe is not None and probe() for probe in probes):
+        return True
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def emulated_bf16_message() -> str:
+    """The one line printed when ``--amp`` on the CPU falls back to float32."""
+    return (f"--amp: bfloat16 is emulated on this CPU (no AVX-512 BF16 or AMX), a training step "
+            f"is about {EMULATED_BF16_STEP_SLOWDOWN}x slower than in float32; --amp is meant for "
+            f"CUDA or CPUs with AMX / AVX-512 BF16: training in float32 (--force_amp keeps "
+            f"bfloat16)")
+
+
+def amp_dtype(opt, device, bf16_native: Optional[bool] = None):
+    """The autocast dtype of ``--amp`` on ``device``: float16 on CUDA (the Trainer adds a grad
+    scaler); bfloat16 on a CPU that computes it natively (``cpu_bf16_is_native``, or
+    ``bf16_native`` when given) or with ``--force_amp``; None (float32) without ``--amp`` or on a
+    CPU that would emulate bfloat16 (the caller prints ``emulated_bf16_message``)."""
     if not opt.amp:
         return None
-    return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+    if torch.device(device).type == "cuda":
+        return torch.float16
+    native = cpu_bf16_is_native() if bf16_native is None else bf16_native
+    return torch.bfloat16 if native or opt.force_amp else None
 
 
 def to_float32(x):

@@ -38,7 +38,8 @@ from datasets import build_dataset, check_data_path, check_dataset_files, finish
 from diagnostics import EpochDiagnostics
 from evaluation.depth import batch_depth_metrics
 from options import automask_warmup_epochs, save_options
-from srd import SRDModel, Teacher, amp_dtype, distillation_source, training_frame_ids
+from srd import (SRDModel, Teacher, amp_dtype, distillation_source, emulated_bf16_message,
+                 training_frame_ids)
 from training_log import TrainingLog, step_images
 from utils import CLIError, split_file_path
 
@@ -145,11 +146,15 @@ def build_data(opt, device: torch.device, rank: int = 0, world_size: int = 1) ->
     return TrainData(train_loader, sampler, val_loader)
 
 
-def build_model(opt, device: torch.device) -> SRDModel:
-    """The student networks and loss (``srd.SRDModel``) on ``device``: autocast dtype of ``--amp``,
+def build_model(opt, device: torch.device, log: Callable[[str], None] = print) -> SRDModel:
+    """The student networks and loss (``srd.SRDModel``) on ``device``: autocast dtype of ``--amp``
+    (float32, with one line through ``log``, on a CPU that would emulate bfloat16),
     ``--channels_last`` memory format, and ``--compile`` (each network compiled in place, so that
     state-dict keys stay those of the plain modules)."""
-    model = SRDModel(opt, amp_dtype=amp_dtype(opt, device)).to(device)
+    dtype = amp_dtype(opt, device)
+    if opt.amp and dtype is None:
+        log(emulated_bf16_message())
+    model = SRDModel(opt, amp_dtype=dtype).to(device)
     if opt.channels_last:
         model.to(memory_format=torch.channels_last)
     if opt.compile:
@@ -242,7 +247,7 @@ class Trainer:
         # built and before the run folder exists
         self.data = data if data is not None else build_data(opt, self.device, self.rank,
                                                              self.world_size)
-        self.model = model if model is not None else build_model(opt, self.device)
+        self.model = model if model is not None else build_model(opt, self.device, self.log)
         self.optimizer, self.scheduler = build_optimizer(self.model, opt)
         self.scaler = build_grad_scaler(self.model)
         self.teacher = None
@@ -289,7 +294,7 @@ class Trainer:
         os.makedirs(models, exist_ok=True)
         save_options(self.opt, os.path.join(models, "opt.json"))
         ckpt.write_environment(os.path.join(models, "environment.json"), self.device,
-                               self.world_size)
+                               self.world_size, self.model.amp_dtype)
 
     def log(self, message: str) -> None:
         if self.is_main:

@@ -87,7 +87,12 @@ def parse_args(argv=None):
                         "--quick: 1)")
     p.add_argument("--amp", action="store_true",
                    help="mixed precision as the Trainer's --amp: the networks under bfloat16 "
-                        "autocast on CPU, float16 with a grad scaler on CUDA; losses in float32")
+                        "autocast on CPU, float16 with a grad scaler on CUDA; losses in float32. "
+                        "On a CPU that emulates bfloat16 (no AMX / AVX-512 BF16) the step runs in "
+                        "float32, as training does, unless --force_amp")
+    p.add_argument("--force_amp", action="store_true",
+                   help="with --amp: time bfloat16 even where the CPU emulates it (train.py's "
+                        "--force_amp)")
     p.add_argument("--channels_last", action="store_true",
                    help="channels_last memory format for the networks and the images (--channels_last)")
     p.add_argument("--compile", action="store_true",
@@ -103,6 +108,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.warmup is not None and args.warmup < 0:
         p.error(f"--warmup {args.warmup} must be >= 0")
+    if args.force_amp and not args.amp:
+        p.error("--force_amp only applies with --amp: add --amp")
     return args
 
 
@@ -140,6 +147,7 @@ def build_opt(args, config, log_dir):
                     "--seed", str(args.seed), "--num_workers", "0", "--no_progress",
                     "--log_dir", log_dir, "--model_name", config]
     argv += ["--amp"] if args.amp else []
+    argv += ["--force_amp"] if args.force_amp else []
     argv += ["--channels_last"] if args.channels_last else []
     argv += ["--compile"] if args.compile else []
     argv += ["--no_cuda"] if args.device == "cpu" else []
@@ -202,6 +210,7 @@ def run_child(args, config):
         "teacher_active": use_teacher,
         "loss_terms": result.pop("loss_terms"),
         "batch_size": opt.batch_size,
+        "autocast_dtype": str(model.amp_dtype).replace("torch.", "") if model.amp_dtype else None,
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
         **result,
         "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
@@ -242,7 +251,7 @@ def child_argv(args, config):
             "--batch_size", str(args.batch_size), "--height", str(args.height),
             "--width", str(args.width), "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--seed", str(args.seed), "--device", args.device, "--no_save"]
-    for flag in ("amp", "channels_last", "compile", "quick"):
+    for flag in ("amp", "force_amp", "channels_last", "compile", "quick"):
         if getattr(args, flag):
             argv.append(f"--{flag}")
     if not args.malloc_keep:
@@ -259,6 +268,7 @@ def run_config_subprocess(args, config):
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])
+        print(f"   {line}", flush=True)  # what the child's Trainer said (e.g. --amp's fallback)
     return {"config": config, "description": CONFIGS[config][0],
             "error": f"subprocess exited with status {proc.returncode} (see its stderr above)"}
 
@@ -279,16 +289,19 @@ def render(args, device, results, ratios):
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["config"], None, None, None, None, None, None, r["error"]])
+            rows.append([r["config"], None, None, None, None, None, None, None, r["error"]])
             continue
         rows.append([r["config"], r["median_s"], r["iqr_s"], r["batch_size"] / r["median_s"],
-                     r["params_M"], r["peak_rss_MB"], r["cuda_max_allocated_MB"], r["description"]])
-    variant = " ".join([f"--{f}" for f in ("amp", "channels_last", "compile") if getattr(args, f)]
+                     r["autocast_dtype"] or "float32", r["params_M"], r["peak_rss_MB"],
+                     r["cuda_max_allocated_MB"], r["description"]])
+    variant = " ".join([f"--{f}" for f in ("amp", "force_amp", "channels_last", "compile")
+                        if getattr(args, f)]
                        + ([] if args.malloc_keep else ["--no_malloc_keep"]))
     lines = [f"training step (forward + backward + optimizer) at {args.width}x{args.height}, batch "
              f"{args.batch_size} on {device.type}, median of {args.steps} steps after "
              f"{args.warmup} warm-up {variant}".rstrip(),
-             common.format_table(["config", "median s", "IQR s", "samples/s", "params M",
+             common.format_table(["config", "median s", "IQR s", "samples/s", "networks in",
+                                  "params M",
                                   "peak RSS MB", "GPU peak MB", "configuration"], rows), ""]
     for name, r in ratios.items():
         lines.append(f"SRD step / no-SRD step ({name}): {r['ratio']:.2f}x   "
@@ -308,7 +321,7 @@ def run_parent(args):
         "quick": args.quick,
         "config": {"configs": args.configs, "batch_size": args.batch_size, "height": args.height,
                    "width": args.width, "steps": args.steps, "warmup": args.warmup,
-                   "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
+                   "amp": args.amp, "force_amp": args.force_amp, "channels_last": args.channels_last, "compile": args.compile,
                    "malloc_keep": args.malloc_keep,
                    "seed": args.seed, "device": str(device), "frame_ids": [0, -1, 1],
                    "scales": [0, 1, 2, 3], "optimizer": "trainer.build_optimizer"},

@@ -140,6 +140,8 @@ def environment(device=None):
     import numpy
     import torch
     import torchvision
+
+    from srd import cpu_bf16_is_native
     commit, dirty = git_commit()
     try:
         load = [round(x, 2) for x in os.getloadavg()]
@@ -160,6 +162,7 @@ def environment(device=None):
         "cpu_count": os.cpu_count(),
         "cpu_flags": cpu_flags(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_native": cpu_bf16_is_native(),
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "loadavg_at_start": load,
         "git_commit": commit,
@@ -177,7 +180,8 @@ def environment_lines(env):
              f"{env['numpy']}, opencv {env['opencv']} (threads {env['opencv_threads']}), "
              f"python {env['python']}",
              f"CPU extensions: {' '.join(env.get('cpu_flags') or []) or '-'} (torch kernels: "
-             f"{env.get('torch_cpu_capability')})",
+             f"{env.get('torch_cpu_capability')}; bfloat16 "
+             f"{'native' if env.get('cpu_bf16_native') else 'emulated'})",
              f"load average at start: {env['loadavg_at_start']}  (cores: {env['cpu_count']})",
              f"commit: {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}"]
     if env.get("loadavg_at_start") and env["cpu_count"] and \

@@ -64,6 +64,7 @@ def test_both_local_rank_spellings(args):
     (["--predictive_mask", "--no_dor"], "--predictive_mask needs --disable_automasking"),
     (["--predictive_mask", "--disable_automasking"], "--predictive_mask needs --no_dor"),
     (["--batch_size", "0"], "--batch_size 0 must be at least 1"),
+    (["--force_amp"], "--force_amp only applies with --amp"),
     (["--distill_start_epoch", "0"], "--distill_start_epoch 0 must be >= 1"),
     (["--resume", "a", "--load_weights_folder", "b"], "exclude each other"),
     (["--pose_model_type", "shared", "--pose_model_input", "all"], "needs --pose_model_input pairs"),
