@@ -96,7 +96,7 @@ def parse(argv):
                         "synthetic_kitti, the demo's, or a temporary folder with --small)")
     p.add_argument("--work_dir", default=None,
                    help="where the cells' training runs live until their cell is finished "
-                        "(default: runs/ablation_<name of --out>)")
+                        "(default: runs/<name of --out>_cells, e.g. runs/ablation_cells)")
     p.add_argument("--threads", type=common.positive_int, default=None,
                    help="torch and OpenCV threads (default: torch's default for this machine)")
     p.add_argument("--num_workers", type=int, default=2,
@@ -139,7 +139,7 @@ def resolve_paths(args):
     args.data_path = os.path.abspath(os.path.expanduser(args.data_path))
     name = os.path.splitext(os.path.basename(args.out))[0]
     args.work_dir = os.path.abspath(os.path.expanduser(
-        args.work_dir or os.path.join(common.REPO, "runs", f"ablation_{name}")))
+        args.work_dir or os.path.join(common.REPO, "runs", f"{name}_cells")))
     return args
 
 
