@@ -24,7 +24,7 @@ CELLS = {f"{c}/seed3407/0.2x" for c in CONFIGS}
 
 def grid_argv(root, *extra):
     return ["--small", "--configs", *CONFIGS, "--seeds", "3407", "--budgets", "0.2",
-            "--num_workers", "0", "--threads", "1", "--out", str(root / "grid.json"),
+            "--num_workers", "0", "--out", str(root / "grid.json"),
             "--data_path", str(root / "scene"), "--work_dir", str(root / "work"), *extra]
 
 
