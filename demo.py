@@ -69,6 +69,25 @@ def parse(argv):
     return args, train_flags
 
 
+def prepare_scene(data_path, num_drives=sk.DEFAULT_NUM_DRIVES, num_frames=sk.DEFAULT_NUM_FRAMES,
+                  progress=True):
+    """Steps 1 and 2: the synthetic scene in ``data_path`` (generated, or the cached one), its split
+    lists in ``<data_path>/splits`` and the ground truth of its test split (exported once).
+    ``bench/ablation.py`` prepares its scenes the same way. Returns the split folder."""
+    print(f"[1/4] synthetic scene in {data_path}")
+    result = sk.generate(data_path, num_drives=num_drives, num_frames=num_frames, workers=2,
+                         progress=progress)
+    if result.get("labels_added"):
+        print(f"      added {result['labels_added']} label maps to the cached scene")
+    split_dir = os.path.join(data_path, "splits")
+    sk.write_splits(split_dir, num_drives=num_drives, num_frames=num_frames, odometry=False)
+    print("[2/4] ground truth")
+    if not os.path.isfile(os.path.join(split_dir, "synthetic", "gt_depths.npz")):
+        export_gt_depth.main(["--data_path", data_path, "--split", "synthetic",
+                              "--split_dir", split_dir])
+    return split_dir
+
+
 def evaluation_options(data_path, split_dir):
     return SRDOptions().parse(["--eval_mono", "--eval_split", "synthetic", "--data_path", data_path,
                                "--split_dir", split_dir, "--num_workers", "0", "--no_progress"],
@@ -184,17 +203,7 @@ def main(argv=None):
     args, train_flags = parse(sys.argv[1:] if argv is None else argv)
     keep_freed_memory()
     t0 = time.time()
-    print(f"[1/4] synthetic scene in {args.data_path}")
-    result = sk.generate(args.data_path, workers=2)
-    if result.get("labels_added"):
-        print(f"      added {result['labels_added']} label maps to the cached scene")
-    split_dir = os.path.join(args.data_path, "splits")
-    sk.write_splits(split_dir, odometry=False)
-    gt_file = os.path.join(split_dir, "synthetic", "gt_depths.npz")
-    print("[2/4] ground truth")
-    if not os.path.isfile(gt_file):
-        export_gt_depth.main(["--data_path", args.data_path, "--split", "synthetic",
-                              "--split_dir", split_dir])
+    split_dir = prepare_scene(args.data_path)
     gt_depths = evaluate_depth.load_gt_depths("synthetic", split_dir, args.data_path)
     regions = region_masks(args.data_path, split_dir)
 
