@@ -32,10 +32,12 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import queue  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import List, Optional  # noqa: E402
@@ -188,6 +190,44 @@ class Source:
             cap.release()
 
 
+def prefetch(frames, depth=4):
+    """Iterate ``frames`` (a generator) in a background thread, ``depth`` items ahead: OpenCV
+    decodes without holding the GIL, so decoding overlaps the motion measurement or the JPEG
+    encoding on a second core. An exception of the generator is raised here, in order."""
+    items = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce():
+        try:
+            for item in frames:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(end)
+        except BaseException as exc:  # handed to the consumer
+            items.put(exc)
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = items.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 # --- intrinsics -----------------------------------------------------------------------------------
 
 @dataclass
@@ -281,12 +321,14 @@ class Geometry:
     crop: tuple = (0, 0, 0, 0)          # x0, y0, w, h in source pixels
     size: Optional[tuple] = None        # (w, h) after shrinking, None = no shrinking
 
-    def apply(self, bgr):
+    def apply(self, bgr, shrink=True):
+        """[H,W,3] source frame → the stored frame; ``shrink=False`` stops before the shrink
+        (enough for measuring motion, which shrinks much further anyway)."""
         if self.maps is not None:
             bgr = cv2.remap(bgr, self.maps[0], self.maps[1], cv2.INTER_LINEAR)
         x0, y0, w, h = self.crop
         bgr = bgr[y0:y0 + h, x0:x0 + w]
-        if self.size is not None:
+        if shrink and self.size is not None:
             bgr = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(bgr)
 
@@ -348,7 +390,7 @@ def analyse(source, name, args, progress):
     smalls, geometry, seq = [], None, Sequence(name, os.path.abspath(source.path))
     bar = tqdm(total=source.frame_count_hint(), desc=f"{name}: measure", unit="frame",
                disable=not progress, leave=False)
-    for _, image in source.frames():
+    for _, image in prefetch(source.frames()):
         if geometry is None:
             height, width = image.shape[:2]
             intr = find_intrinsics(source, args, width, height)
@@ -357,7 +399,7 @@ def analyse(source, name, args, progress):
         elif image.shape[:2] != (height, width):
             raise CLIError(f"input {source.path}: frame {len(smalls)} is {image.shape[1]}x"
                            f"{image.shape[0]}, the first was {width}x{height}")
-        smalls.append(V.motion_image(geometry.apply(image)))
+        smalls.append(V.motion_image(geometry.apply(image, shrink=False)))
         bar.update(1)
     bar.close()
     seq.frames_read = len(smalls)
@@ -390,7 +432,7 @@ def write_sequence(source, seq, geometry, folder, args, progress):
     order = {src: i for i, src in enumerate(seq.kept_source_frames)}
     params = [cv2.IMWRITE_JPEG_QUALITY, args.jpeg_quality]
     written = 0
-    for index, image in tqdm(source.frames(set(order)), total=len(order), desc=f"{seq.name}: write",
+    for index, image in tqdm(prefetch(source.frames(set(order))), total=len(order), desc=f"{seq.name}: write",
                              unit="frame", disable=not progress, leave=False):
         if not cv2.imwrite(os.path.join(folder, V.frame_name(order[index])),
                            geometry.apply(image), params):
