@@ -28,8 +28,8 @@ FORMAT_VERSION = 1
 
 MOTION_WIDTH = 192
 # Target motion between consecutive training frames: the synthetic scene's camera at 0.5 m per
-# frame (which trains; 1 m per frame did not, DESIGN.md) gives a median flow of 0.7-0.8 % of the
-# image width at MOTION_WIDTH (measured on several drives), the same camera as KITTI's.
+# frame (which trains from scratch; 1 m per frame did not) gives a median flow of 0.69-0.81 % of
+# the image width at MOTION_WIDTH (README "Train on your own video"); its camera is KITTI's.
 TARGET_MOTION = 0.0075
 # A frame whose median flow against the last kept frame is below this (0.05 % of the width: 0.1 px
 # at MOTION_WIDTH, a tenth of a pixel; about 1/15 of the target) shows a camera that stands still.
