@@ -58,6 +58,14 @@ def test_step_and_static_frames_match_the_rendered_drive(video, tmp_path):
     assert train + val == [f"drive {i}" for i in range(1, 13)] and val == ["drive 12"]
 
 
+def test_the_prepared_drive_passes_the_preflight_silently(video, tmp_path):
+    from datasets import VideoDataset
+    out = tmp_path / "out"
+    prepare(video[0], "--out", out)
+    lines = (out / "train_files.txt").read_text().split("\n")[:-1]
+    assert VideoDataset(str(out), lines, 64, 192, [0, -1, 1], 1).preflight() == []
+
+
 def test_step_follows_the_frame_rate(tmp_path):
     """Another drive at twice the scene's rate: step 2."""
     path = str(tmp_path / "double.mp4")

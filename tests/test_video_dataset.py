@@ -173,3 +173,38 @@ def test_train_py_trains_on_the_prepared_folder_with_its_own_split(prepared, tmp
     opt = json.loads((tmp_path / "video" / "models" / "opt.json").read_text())
     assert opt["split"] == os.path.abspath(prepared)
     assert os.path.isfile(tmp_path / "video" / "models" / "weights_0" / "depth.pth")
+
+
+# --- pre-flight -----------------------------------------------------------------------------------
+
+def test_preflight_names_a_fov_guess_and_implausible_intrinsics(prepared, tmp_path, capsys):
+    import shutil
+    VideoDataset(prepared, ["pan 1", "tilt 1"], 64, 96, [0, -1, 1], 1, is_train=True)
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["warning: sequence tilt: the intrinsics are a guess (prepare_video.py --fov); "
+                   "wrong ones bend the learned depth"]  # pan moves 2 % of the width: no motion line
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    record = json.loads((copy / "pan" / V.INTRINSICS_FILE).read_text())
+    record["K"][0][0] = 0.1  # fx a tenth of the width: a 157 deg field of view
+    (copy / "pan" / V.INTRINSICS_FILE).write_text(json.dumps(record))
+    lines = VideoDataset(str(copy), ["pan 1"], 64, 96, [0, -1, 1], 1).preflight()
+    assert lines == ["warning: sequence pan: its intrinsics give a horizontal field of view of "
+                     "157 deg (plausible: 20-150); check fx against the image width"]
+
+
+def test_preflight_names_frames_that_barely_move(tmp_path):
+    """A pan of 1 px per frame on 800 px wide frames (0.125 % of the width, a sixth of the target)
+    kept at --frame_step 1."""
+    rng = np.random.default_rng(1)
+    big = cv2.GaussianBlur(rng.integers(0, 255, (240, 820, 3), np.uint8), (5, 5), 0)
+    os.makedirs(tmp_path / "slow")
+    for i in range(8):
+        cv2.imwrite(str(tmp_path / "slow" / f"{i:02d}.png"), big[:, i:i + 800])
+    prepare_video.main([str(tmp_path / "slow"), "--out", str(tmp_path / "out"), "--intrinsics",
+                        "500", "500", "400", "120", "--frame_step", "1", "--no_progress"])
+    lines = VideoDataset(str(tmp_path / "out"), ["slow 2", "slow 4"], 64, 96, [0, -1, 1],
+                         1).preflight()
+    assert len(lines) == 1 and lines[0].startswith("warning: the training frames barely move "
+                                                   "(median optical flow 0.1")
+    assert "larger --frame_step" in lines[0]
