@@ -16,6 +16,7 @@ width**, a unit that does not depend on the video's resolution.
 """
 
 import json
+import math
 import os
 
 import cv2
@@ -143,8 +144,16 @@ def drop_static(images, static=STATIC_MOTION):
 
 
 def choose_step(motions, target=TARGET_MOTION):
-    """Frames apart (≥ 1) that give consecutive training frames about ``target`` motion: the
-    target over the median motion between consecutive moving frames, rounded."""
+    """Frames apart (≥ 1) that give consecutive training frames about ``target`` motion.
+
+    ``ratio`` = target / the median motion between consecutive moving frames; of the two whole
+    steps around it, the one whose motion ``step · median`` is nearer the target by *ratio* (the
+    error of a motion is a factor, not a difference): step s is kept up to a ratio of
+    sqrt(s (s + 1)), e.g. up to 2.45 for step 2 (at a ratio of 2.5, step 3 gives 1.2x the target
+    and step 2 0.8x; 1.2 is the nearer factor).
+    """
     if not motions:
         return 1
-    return max(1, int(round(target / float(np.median(motions)))))
+    ratio = target / float(np.median(motions))
+    low = max(1, int(math.floor(ratio)))
+    return low if ratio <= math.sqrt(low * (low + 1)) else low + 1

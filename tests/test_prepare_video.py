@@ -275,3 +275,10 @@ def test_opencv_yaml_with_distortion_undistorts_and_stores_the_new_camera(tmp_pa
     undistorted = np.abs(stored.astype(float) - expected).mean()
     raw = np.abs(stored.astype(float) - frames[0]).mean()
     assert undistorted < 0.5 * raw, (undistorted, raw)  # JPEG and remap rounding: not exact
+
+
+@pytest.mark.parametrize("ratio, step", [(0.4, 1), (1.41, 1), (1.42, 2), (2.44, 2), (2.5, 3),
+                                         (3.0, 3), (3.46, 3), (3.47, 4)])
+def test_the_step_rounds_the_motion_ratio_geometrically(ratio, step):
+    """Step s covers target / median motion up to sqrt(s (s + 1)): 1.414, 2.449, 3.464."""
+    assert V.choose_step([V.TARGET_MOTION / ratio] * 3) == step
