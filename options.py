@@ -227,9 +227,9 @@ _EVAL_COMMON = ("data_path", "split_dir", "png", "use_calib_file", "num_workers"
                 "load_weights_folder", "no_progress", "eval_split", "eval_out_dir")
 SCRIPT_FLAGS = {
     "evaluate_depth": _EVAL_COMMON + ("dataset", "eval_stereo", "eval_mono",
-                                      "disable_median_scaling", "pred_depth_scale_factor", "ext_disp_to_eval",
-                                      "save_pred_disps", "no_eval", "eval_eigen_to_benchmark",
-                                      "post_process"),
+                                      "disable_median_scaling", "pred_depth_scale_factor",
+                                      "ext_disp_to_eval", "save_pred_disps", "no_eval",
+                                      "eval_eigen_to_benchmark", "post_process"),
     "evaluate_pose": _EVAL_COMMON + ("height", "width", "num_layers", "pose_model_type",
                                      "pose_model_input", "frame_ids"),
 }
