@@ -282,3 +282,40 @@ def test_opencv_yaml_with_distortion_undistorts_and_stores_the_new_camera(tmp_pa
 def test_the_step_rounds_the_motion_ratio_geometrically(ratio, step):
     """Step s covers target / median motion up to sqrt(s (s + 1)): 1.414, 2.449, 3.464."""
     assert V.choose_step([V.TARGET_MOTION / ratio] * 3) == step
+
+
+@pytest.mark.slow
+def test_prepare_train_evaluate_on_kitti_format_ground_truth(small_scene, tmp_path):
+    """The two commands of the README on a video of drive 9001 of the small scene (the same drive
+    its KITTI files hold), then evaluate_depth.py on the scene's KITTI-format ground truth."""
+    import shutil
+    data_path, split_dir = small_scene
+    video = str(tmp_path / "drive_9001.mp4")
+    write_video(video, seed=0, tag=9001, scene_frames=6, rate=3, static=((4, 3),), scale=SCALE)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def cli(*argv):
+        result = subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True,
+                                text=True, timeout=600, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    # 6 scene frames are too few for a steady motion median: the step is given (the drive's frames)
+    cli("prepare_video.py", video, "--out", tmp_path / "vid", "--frame_step", "3", "--no_progress")
+    seq = report(tmp_path / "vid")["sequences"][0]
+    assert (seq["static_dropped"], seq["frames_kept"]) == (3, 6)
+    cli("train.py", "--model_name", "mine", "--dataset", "video", "--data_path", tmp_path / "vid",
+        "--log_dir", tmp_path, "--height", "64", "--width", "192", "--batch_size", "2",
+        "--num_epochs", "1", "--weights_init", "scratch", "--depth_decoder", "unet",
+        "--num_workers", "0", "--no_progress")
+    splits = tmp_path / "splits"
+    shutil.copytree(os.path.join(split_dir, "synthetic"), splits / "synthetic")
+    cli("export_gt_depth.py", "--data_path", data_path, "--split", "synthetic", "--split_dir", splits)
+    weights = tmp_path / "mine" / "models" / "weights_0"
+    cli("evaluate_depth.py", "--load_weights_folder", weights, "--eval_mono", "--eval_split",
+        "synthetic", "--data_path", data_path, "--split_dir", splits, "--num_workers", "0",
+        "--no_progress")
+    record = json.loads((weights / "metrics.json").read_text())
+    test_lines = (splits / "synthetic" / "test_files.txt").read_text().split("\n")[:-1]
+    assert record["num_images"] == len(test_lines)
+    assert 0 < record["metrics"]["abs_rel"] < 1
