@@ -135,6 +135,17 @@ def test_rerun_does_nothing_and_a_change_rebuilds(video, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["out"]  # no build folder left beside it
 
 
+def test_a_killed_run_leaves_no_output_and_its_build_folder_goes_next_time(video, tmp_path):
+    """A run killed mid-build (SIGKILL: no clean-up) leaves only its hidden build folder beside
+    --out, which training cannot mistake for a prepared folder; the next run removes it."""
+    stale = tmp_path / ".out.prepare-killed"
+    (stale / "drive").mkdir(parents=True)
+    (stale / "drive" / V.frame_name(0)).write_bytes(b"half a jpeg")
+    prepare(video[0], "--out", tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert report(tmp_path / "out")["sequences"][0]["frames_kept"] == 14
+
+
 # --- bad input: one line, exit code 2, nothing written -----------------------------------------
 
 def noise_frames(n, size=(96, 64), seed=0, same=False):
