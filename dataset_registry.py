@@ -28,6 +28,8 @@ class DatasetSource:
             ``--split`` given explicitly still names a folder of ``--split_dir``.
         fixed_ext: the image extension the source always has (None: ``--png`` chooses).
         calib_files: ``--use_calib_file`` applies (KITTI calibration files per drive/sequence).
+        photometric_validation: the source has no ground truth, so the training's validation
+            batches load the source frames too and report the photometric loss.
     """
     module: str
     class_name: str
@@ -36,6 +38,7 @@ class DatasetSource:
     split_in_data_path: bool = False
     fixed_ext: Optional[str] = None
     calib_files: bool = True
+    photometric_validation: bool = False
 
 
 # the training split of a source whose lists live in splits/ (``--split``'s default)
@@ -52,7 +55,7 @@ DATASETS = {
                            "a folder written by prepare_video.py (mono, per-sequence intrinsics, "
                            "its own train/val lists)",
                            stereo=False, split_in_data_path=True, fixed_ext=".jpg",
-                           calib_files=False),
+                           calib_files=False, photometric_validation=True),
 }
 
 

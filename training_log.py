@@ -66,8 +66,9 @@ class TrainingLog:
             w.add_scalar(f"lr/group{i}", lr, step)
         for name, image in (images or {}).items():
             w.add_image(name, image, step)
-        for name, value in val_metrics.items():
-            self.writers["val"].add_scalar(f"depth/{name}", value, step)
+        for name, value in val_metrics.items():  # depth metrics, or the photometric loss
+            group = "loss" if name == "photometric" else "depth"
+            self.writers["val"].add_scalar(f"{group}/{name}", value, step)
         self.history.append({**record, **{f"val_{k}": v for k, v in val_metrics.items()}})
         for wr in self.writers.values():
             wr.flush()

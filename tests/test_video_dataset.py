@@ -208,3 +208,22 @@ def test_preflight_names_frames_that_barely_move(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("warning: the training frames barely move "
                                                    "(median optical flow 0.1")
     assert "larger --frame_step" in lines[0]
+
+
+def test_validation_without_ground_truth_reports_the_photometric_loss(prepared, tmp_path):
+    import torch
+
+    from trainer import Trainer
+    trainer = Trainer(parse("--dataset", "video", "--data_path", prepared, "--log_dir", tmp_path,
+                            "--height", "64", "--width", "96", "--batch_size", "2",
+                            "--weights_init", "scratch", "--depth_decoder", "unet",
+                            "--num_workers", "0", "--no_progress"))
+    val_batch = next(iter(trainer.data.val_loader))
+    assert ("color", 1, 0) in val_batch and "depth_gt" not in val_batch
+    metrics = trainer.validator(trainer.model)
+    assert list(metrics) == ["photometric"] and 0 < metrics["photometric"] < 1
+    # the same number as the model's own loss on that batch (the loader cycles: one val batch)
+    trainer.model.eval()
+    with torch.no_grad():
+        _, terms = trainer.model(val_batch)
+    assert metrics["photometric"] == pytest.approx(float(terms["photometric"]), rel=1e-5)
