@@ -330,3 +330,19 @@ def test_prepare_train_evaluate_on_kitti_format_ground_truth(small_scene, tmp_pa
     test_lines = (splits / "synthetic" / "test_files.txt").read_text().split("\n")[:-1]
     assert record["num_images"] == len(test_lines)
     assert 0 < record["metrics"]["abs_rel"] < 1
+
+
+def test_the_scene_cli_writes_a_drive_as_a_video(tmp_path, capsys):
+    from synthetic_scene import cli
+    path = tmp_path / "mine.mp4"
+    cli.main(["--video", str(path), "--seed", "5", "--num_frames", "3", "--rate", "2",
+              "--static", "1:2"])
+    assert "wrote" in capsys.readouterr().out
+    record = json.loads((tmp_path / "mine.json").read_text())
+    assert record["pose_of_frame"] == [0, 1, 1, 1, 2, 3, 4]  # 2 x 2 intervals + 1, frame 1 thrice
+    assert (record["width"], record["height"], record["static_inserted"]) == (828, 250, 2)
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    assert count == 7
