@@ -58,7 +58,8 @@ def build_parser():
                                 epilog=__doc__.split("\n\n", 2)[2])
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video files (mp4 / mov / avi / mkv, anything OpenCV reads) or folders of "
-                        "frames (jpg / png, in name order); each becomes one sequence")
+                        "frames (jpg / png, in name order, numbers by value: frame2 before "
+                        "frame10); each becomes one sequence")
     p.add_argument("--out", required=True,
                    help="folder to write (new, empty, or an earlier output of this tool, which is "
                         "replaced); pass it to train.py as --data_path with --dataset video")
@@ -121,6 +122,12 @@ def parse_aspect(text):
 
 # --- reading sources ------------------------------------------------------------------------------
 
+def natural_key(name):
+    """Sort key that orders numbers by value: frame2.png before frame10.png."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", name)]
+
+
 class Source:
     """One input: a video file or a folder of frames. ``frames()`` yields [H,W,3] uint8 BGR
     images in order; ``frames(wanted)`` only the frames whose index is in ``wanted`` (as
@@ -132,8 +139,8 @@ class Source:
         if not self.is_folder and not os.path.isfile(path):
             raise CLIError(f"input {path} does not exist")
         if self.is_folder:
-            self.files = sorted(os.path.join(path, n) for n in os.listdir(path)
-                                if n.lower().endswith(IMAGE_EXTS))
+            self.files = [os.path.join(path, n) for n in sorted(os.listdir(path), key=natural_key)
+                          if n.lower().endswith(IMAGE_EXTS)]
             if not self.files:
                 raise CLIError(f"input folder {path} holds no frames (.jpg / .jpeg / .png)")
 

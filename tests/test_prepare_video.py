@@ -346,3 +346,15 @@ def test_the_scene_cli_writes_a_drive_as_a_video(tmp_path, capsys):
     while capture.read()[0]:
         count += 1
     assert count == 7
+
+
+def test_frames_of_a_folder_are_read_in_name_order_numbers_by_value(tmp_path):
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    frames = noise_frames(12)
+    for i, frame in enumerate(frames):  # frame_1 ... frame_12, no zero padding
+        cv2.imwrite(str(folder / f"frame_{i + 1}.png"), frame)
+    source = prepare_video.Source(str(folder))
+    assert [os.path.basename(p) for p in source.files] == [f"frame_{i}.png" for i in range(1, 13)]
+    for index, image in source.frames():
+        assert np.array_equal(image, frames[index])
