@@ -4,9 +4,10 @@
     python prepare_video.py a.mp4 b.mov frames_folder/ --out my_video --crop_to_aspect 10:3
     python train.py --model_name mine --dataset video --data_path my_video
 
-Each INPUT becomes one sequence. Per sequence it reads every frame (OpenCV), undistorts it when the
-intrinsics come with distortion coefficients, optionally crops the centre to an aspect ratio and
-shrinks it to --max_width, measures the camera motion between frames (median optical flow on
+Each INPUT (a video, or a folder of jpg / png frames in name order, numbers by value) becomes one
+sequence. Per sequence it reads every frame (OpenCV), undistorts it when the intrinsics come with
+distortion coefficients, optionally crops the centre to an aspect ratio and shrinks it to
+--max_width, measures the camera motion between frames (median optical flow on
 downscaled frames, ``datasets.video_io``), drops the frames where the camera stands still, chooses
 the frame step that gives consecutive training frames about the motion the method needs, and writes
 the kept frames, the sequence's normalised intrinsics and the train / val lists (layout:
