@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from synthetic_scene.constants import CX, CY, DEFAULT_STEP, FX, FY, IMAGE_HEIGHT, IMAGE_WIDTH
 from synthetic_scene.raycast import render_frame
 from synthetic_scene.scene import make_scene
+from utils import atomic_write
 
 
 def fine_poses(poses, rate):
@@ -81,9 +82,11 @@ def write_video(path, seed=0, tag=9101, scene_frames=14, rate=3, static=(), scal
     fine = fine_scene(seed, tag, scene_frames, rate, step)
     repeats = {int(after): int(count) for after, count in static}
     size = frame_size(scale)
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = os.path.splitext(path)[0] + ".partial.mp4"  # OpenCV picks the container by name
+    writer = cv2.VideoWriter(partial, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
-        raise OSError(f"OpenCV cannot write an mp4 to {path}")
+        raise ValueError(f"OpenCV cannot write an mp4 to {path}")
     pose_of_frame = []
     try:
         for k in range(fine["num_frames"]):
@@ -92,13 +95,17 @@ def write_video(path, seed=0, tag=9101, scene_frames=14, rate=3, static=(), scal
             for _ in range(1 + repeats.get(k, 0)):
                 writer.write(np.ascontiguousarray(bgr))
                 pose_of_frame.append(k)
+        writer.release()
+        os.replace(partial, path)
     finally:
         writer.release()
+        if os.path.exists(partial):
+            os.remove(partial)
     fx, fy, cx, cy = scaled_intrinsics(scale)
     record = {"fx": fx, "fy": fy, "cx": cx, "cy": cy, "width": size[0], "height": size[1],
               "rate": rate, "step": step, "static_inserted": sum(repeats.values()),
               "scene": {"seed": seed, "tag": tag, "scene_frames": scene_frames},
               "pose_of_frame": pose_of_frame}
-    with open(os.path.splitext(path)[0] + ".json", "w", encoding="utf-8") as f:
+    with atomic_write(os.path.splitext(path)[0] + ".json", "w") as f:
         json.dump(record, f, indent=1)
     return record
