@@ -1,5 +1,6 @@
 """Per-epoch training diagnostics: where the pose network thinks the camera moves, how much of each
-image auto-masking keeps, and a one-line warning when the run looks stuck in a wrong ego-motion.
+image auto-masking keeps, how much the predicted depth varies across the image, and one-line
+warnings when the run looks stuck in a wrong ego-motion or its depth has gone flat.
 
 Why: trained from scratch with auto-masking, the pose network can settle on a sideways (or vertical)
 camera motion. Such a motion explains the flow of one half of each image; auto-masking drops the other
@@ -23,6 +24,13 @@ FORWARD_SHARE_MIN = 0.5
 STUCK_EPOCHS = 2
 # ... while the epoch-mean photometric loss improves by less than this fraction over the previous epoch.
 STALL_IMPROVEMENT = 0.02
+# Depth spread: the per-image standard deviation of log disparity (= of log depth; scale-free), the
+# epoch mean. Below this the depth map is flat (values within about +-10 % of one value): on the
+# synthetic scene healthy runs measure 0.24-0.36 from epoch 1 on, the demo's recipe at
+# --learning_rate 5e-4 (abs_rel no better than untrained) 0.06 at epoch 1 (README) ...
+FLAT_SPREAD = 0.1
+# ... and it is flagged from this epoch on (the untrained network of epoch 0 can be flat).
+FLAT_FROM_EPOCH = 1
 
 
 def motion_source(frame_ids):
@@ -42,12 +50,20 @@ def camera_motion_directions(cam_T_cam, frame_id):
     return -sign * t / t.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
+def depth_spread(disp):
+    """Per-sample spread of a disparity map: disp [B,1,H,W] (positive) -> [B], the standard
+    deviation over pixels of log(disp), i.e. of log depth (unchanged by any depth scale)."""
+    log_disp = disp.detach().float().clamp(min=1e-12).log().flatten(1)
+    return log_disp.std(dim=1, unbiased=False)
+
+
 class EpochDiagnostics:
     """Accumulates per-step statistics on the device (no host synchronisation until ``summary``).
 
     ``update(outputs, terms)`` after each step; ``summary()`` at the epoch end returns a dict with
     ``motion_x/y/z`` (mean unit camera-motion direction), ``forward_share`` (|mean z| / |mean|),
-    ``automask_share`` (mean share of pixels where a warped source beat the unwarped ones, scale 0)
+    ``automask_share`` (mean share of pixels where a warped source beat the unwarped ones, scale 0),
+    ``depth_spread`` (mean over samples of the std over pixels of log ``("disp", 0)``, [B,1,H,W])
     and ``photometric`` (epoch mean), each only where measured; then it resets.
     """
 
@@ -61,6 +77,7 @@ class EpochDiagnostics:
         self.motion_sum, self.motion_n = z(3), z()
         self.mask_sum, self.mask_n = z(), z()
         self.photo_sum, self.photo_n = z(), z()
+        self.spread_sum, self.spread_n = z(), z()
 
     def update(self, outputs, terms):
         key = ("cam_T_cam", 0, self.source)
@@ -75,6 +92,10 @@ class EpochDiagnostics:
         if "photometric" in terms:
             self.photo_sum += terms["photometric"].detach().double()
             self.photo_n += 1
+        if ("disp", 0) in outputs:
+            spread = depth_spread(outputs[("disp", 0)])
+            self.spread_sum += spread.sum().double()
+            self.spread_n += spread.shape[0]
 
     def summary(self):
         out = {}
@@ -86,6 +107,8 @@ class EpochDiagnostics:
             out["automask_share"] = float(self.mask_sum / self.mask_n)
         if float(self.photo_n) > 0:
             out["photometric"] = float(self.photo_sum / self.photo_n)
+        if float(self.spread_n) > 0:
+            out["depth_spread"] = float(self.spread_sum / self.spread_n)
         self.reset()
         return out
 
@@ -114,3 +137,26 @@ def collapse_warning(epochs):
             f"for {STUCK_EPOCHS} epochs while the photometric loss stalls ({before:.4f} -> {last:.4f}): "
             "likely a wrong ego-motion minimum held by auto-masking; if the camera moves forward, "
             "retrain with --automask_warmup_epochs 1 (or more) or --disable_automasking")
+
+
+def flat_depth_warning(epochs):
+    """The warning for a run whose depth has gone flat, or None.
+
+    Args:
+        epochs: the per-epoch summaries so far (``EpochDiagnostics.summary()`` plus ``epoch``),
+            oldest first.
+    Returns:
+        a one-line message when the last epoch (from ``FLAT_FROM_EPOCH`` on) has ``depth_spread <
+        FLAT_SPREAD``, naming the likely causes and what to try; else None.
+    """
+    if not epochs:
+        return None
+    e = epochs[-1]
+    if e.get("epoch", len(epochs) - 1) < FLAT_FROM_EPOCH or e.get("depth_spread", 1.0) >= FLAT_SPREAD:
+        return None
+    return (f"warning: the predicted depth is flat (log-depth spread {e['depth_spread']:.3f} across "
+            f"the image at epoch {e.get('epoch', len(epochs) - 1)}, below {FLAT_SPREAD}): likely "
+            "a learning rate too high for training from scratch, too little camera motion between "
+            "frames, or wrong intrinsics; try a lower --learning_rate (e.g. 1e-4), check the frame "
+            "step and intrinsics (prepare_video.py's report), or start from --weights_init "
+            "pretrained")

@@ -46,7 +46,7 @@ def settings_from_options(opt) -> DepthEvalSettings:
     """The evaluation library's settings from the parsed options (stereo: x5.4, no median scaling)."""
     scale_factor = E.STEREO_SCALE_FACTOR if opt.eval_stereo else opt.pred_depth_scale_factor
     return DepthEvalSettings(
-        data_path=opt.data_path, img_ext=".png" if opt.png else ".jpg",
+        data_path=opt.data_path, dataset=opt.dataset, img_ext=".png" if opt.png else ".jpg",
         use_calib_file=opt.use_calib_file, image_cache=getattr(opt, "image_cache", None),
         num_workers=opt.num_workers, progress=not opt.no_progress, post_process=opt.post_process,
         median_scaling=not (opt.disable_median_scaling or opt.eval_stereo),

@@ -13,6 +13,8 @@ import json
 import os
 from typing import Optional
 
+import dataset_registry
+
 FILE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 KNOWN_SPLITS = ("eigen_zhou", "eigen_full", "odom", "benchmark", "synthetic")
@@ -46,9 +48,10 @@ def _add_paths(p):
 def _add_training(p):
     d = p.add_argument_group("data")
     g = p.add_argument_group("model and loss")
-    d.add_argument("--split", type=str, default="eigen_zhou",
+    d.add_argument("--split", type=str, default=dataset_registry.DEFAULT_SPLIT,
                    help="training split, a folder of splits/ with train_files.txt and val_files.txt: "
-                        + ", ".join(KNOWN_SPLITS))
+                        + ", ".join(KNOWN_SPLITS) + "; with --dataset video the default is the "
+                        "lists prepare_video.py wrote into --data_path")
     g.add_argument("--num_layers", type=int, default=18, choices=[18, 34, 50, 101, 152],
                    help="number of ResNet layers of the depth and pose encoders")
     g.add_argument("--encoder", type=str, default="resnet", choices=["resnet", "mpvit"],
@@ -58,8 +61,8 @@ def _add_training(p):
                    help="with --encoder mpvit and --weights_init pretrained: path to the published "
                         "ImageNet mpvit_small.pth (its 'model' entry is loaded non-strictly)")
     d.add_argument("--dataset", type=str, default="kitti",
-                   choices=["kitti", "kitti_odom", "kitti_depth"],
-                   help="dataset class to train on")
+                   choices=list(dataset_registry.DATASETS),
+                   help="dataset source (dataset_registry.py): " + dataset_registry.choices_help())
     d.add_argument("--png", action="store_true",
                    help="read raw KITTI .png images instead of the converted .jpg")
     d.add_argument("--use_calib_file", action="store_true",
@@ -228,14 +231,16 @@ def _add_evaluation(p):
 _EVAL_COMMON = ("data_path", "split_dir", "png", "use_calib_file", "num_workers", "no_cuda",
                 "load_weights_folder", "no_progress", "eval_split", "eval_out_dir")
 SCRIPT_FLAGS = {
-    "evaluate_depth": _EVAL_COMMON + ("eval_stereo", "eval_mono", "disable_median_scaling",
-                                      "pred_depth_scale_factor", "ext_disp_to_eval",
-                                      "save_pred_disps", "no_eval", "eval_eigen_to_benchmark",
-                                      "post_process"),
+    "evaluate_depth": _EVAL_COMMON + ("dataset", "eval_stereo", "eval_mono",
+                                      "disable_median_scaling", "pred_depth_scale_factor",
+                                      "ext_disp_to_eval", "save_pred_disps", "no_eval",
+                                      "eval_eigen_to_benchmark", "post_process"),
     "evaluate_pose": _EVAL_COMMON + ("height", "width", "num_layers", "pose_model_type",
                                      "pose_model_input", "frame_ids"),
 }
 _EVAL_HELP = {  # an evaluation script's own reading of a shared flag
+    "dataset": "source whose layout the test split's lines follow (default kitti: KITTI-format "
+               "ground truth, also for a model trained with --dataset video)",
     "load_weights_folder": "the weights_<epoch> folder to evaluate (evaluate_depth.py also takes a "
                            "models/ folder: every weights_<epoch> in it)",
 }
@@ -283,6 +288,7 @@ class SRDOptions:
         A bad combination exits with ``error: <message>`` and status 2, like any argparse error.
         """
         opt = self.parser.parse_args(args)
+        resolve_split(opt, "split" in explicit_flags(self.parser, args))
         try:
             validate(opt, mode)
         except OptionsError as err:
@@ -309,8 +315,18 @@ def automask_warmup_epochs(opt) -> int:
     return 1 if from_scratch else 0
 
 
+def resolve_split(opt, split_given: bool) -> None:
+    """Without an explicit ``--split``, a source whose lists live in its data folder (``--dataset
+    video``) trains on those: ``opt.split`` becomes that folder's absolute path (which
+    ``os.path.join(split_dir, split)`` keeps as is)."""
+    own = dataset_registry.own_split(opt.dataset, opt.data_path)
+    if own is not None and not split_given:
+        opt.split = own
+
+
 def validate(opt, mode="train"):
     """Every cross-field rule, in one place. Raises OptionsError with a clear message."""
+    source = dataset_registry.source(opt.dataset)
     rules = [
         (opt.height % 32 == 0 and opt.height > 0,
          f"--height {opt.height} must be a positive multiple of 32"),
@@ -355,6 +371,14 @@ def validate(opt, mode="train"):
          "--load_weights_folder warm-starts a new one"),
         (not (opt.pose_model_type == "shared" and opt.pose_model_input == "all"),
          "--pose_model_type shared needs --pose_model_input pairs"),
+        (not opt.use_stereo or source.stereo,
+         f"--use_stereo needs a stereo source; --dataset {opt.dataset} is mono"),
+        (not opt.png or source.fixed_ext is None,
+         f"--png does not apply to --dataset {opt.dataset}: its frames are always "
+         f"{source.fixed_ext}"),
+        (not opt.use_calib_file or source.calib_files,
+         f"--use_calib_file reads KITTI calibration files; --dataset {opt.dataset} stores its "
+         "own intrinsics per sequence"),
     ]
     if mode == "eval":
         rules += [

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 
+import dataset_registry
 from utils import CLIError, positive_int, run_cli
 
 FILE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -33,9 +34,10 @@ def build_parser():
     p.add_argument("--cache_dir", type=str, required=True,
                    help="folder to write the cache to (created; an existing cache there is "
                         "resumed); pass it to train.py / evaluate_depth.py as --image_cache")
-    p.add_argument("--split", type=str, default="eigen_zhou",
+    p.add_argument("--split", type=str, default=None,
                    help="training split folder of --split_dir: its train_files.txt (every frame of "
-                        "--frame_ids) and val_files.txt (frame 0) are cached; 'none' to skip")
+                        "--frame_ids) and val_files.txt (frame 0) are cached; 'none' to skip; "
+                        "default: eigen_zhou, or with --dataset video the lists in --data_path")
     p.add_argument("--eval_split", type=str, default=None,
                    help="also cache frame 0 of <split_dir>/<eval_split>/test_files.txt (e.g. "
                         "eigen); evaluation reads them at the model's size, so this helps when "
@@ -44,9 +46,9 @@ def build_parser():
                    help="further split list files (every frame of --frame_ids of each line)")
     p.add_argument("--split_dir", type=str, default=os.path.join(FILE_DIR, "splits"),
                    help="folder holding the split folders (default: the repo's splits/)")
-    p.add_argument("--dataset", type=str, default="kitti",
-                   choices=["kitti", "kitti_odom", "kitti_depth"],
-                   help="dataset class whose file layout the split lines follow")
+    p.add_argument("--dataset", type=str, default="kitti", choices=list(dataset_registry.DATASETS),
+                   help="dataset source whose file layout the split lines follow (as train.py's "
+                        "--dataset): " + dataset_registry.choices_help())
     p.add_argument("--png", action="store_true", help="the images are .png (as train.py --png)")
     p.add_argument("--height", type=positive_int, default=192,
                    help="training input height, the cached size (default 192)")
@@ -71,7 +73,14 @@ def list_images(args):
     from datasets.kitti_utils import check_data_path
     from utils import readlines, split_file_path
     check_data_path(args.data_path)
-    cls = datasets.datasets_dict[args.dataset]
+    cls = datasets.dataset_class(args.dataset)
+    source = dataset_registry.source(args.dataset)
+    if args.use_stereo and not source.stereo:
+        raise CLIError(f"--use_stereo needs a stereo source; --dataset {args.dataset} is mono")
+    if args.split is None:
+        args.split = (dataset_registry.own_split(args.dataset, args.data_path)
+                      or dataset_registry.DEFAULT_SPLIT)
+    img_ext = source.fixed_ext or (".png" if args.png else ".jpg")
     train_ids = list(args.frame_ids) + (["s"] if args.use_stereo else [])
     lists = []
     if args.split != "none":
@@ -90,7 +99,7 @@ def list_images(args):
     out = []
     for path, frame_ids in lists:
         ds = cls(args.data_path, readlines(path), args.height, args.width, frame_ids, 1,
-                 is_train=False, img_ext=".png" if args.png else ".jpg", load_depth=False)
+                 is_train=False, img_ext=img_ext, load_depth=False)
         checked, missing = ds.missing_files()
         if missing:
             first = "; ".join(f"{p} (line {n})" for p, n in missing[:3])

@@ -34,6 +34,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import checkpointing as ckpt
+import dataset_registry
 from datasets import build_dataset, check_data_path, check_dataset_files, finish_batch
 from diagnostics import EpochDiagnostics
 from evaluation.depth import batch_depth_metrics
@@ -139,7 +140,10 @@ def build_data(opt, device: torch.device, rank: int = 0, world_size: int = 1) ->
     val_loader = None
     val_file = os.path.join(opt.split_dir, opt.split, "val_files.txt")
     if rank == 0 and os.path.isfile(val_file):
-        val_set = build_dataset(opt, val_file, is_train=False, frame_ids=[0], num_scales=1)
+        photometric = dataset_registry.source(opt.dataset).photometric_validation
+        val_set = build_dataset(opt, val_file, is_train=False,
+                                frame_ids=training_frame_ids(opt) if photometric else [0],
+                                num_scales=num_scales if photometric else 1)
         check_dataset_files(val_set, val_file, opt.data_path)
         if len(val_set) > 0:
             val_loader = DataLoader(val_set, opt.batch_size, shuffle=False, num_workers=0)
@@ -206,12 +210,14 @@ class Validator:
 
     @torch.no_grad()
     def __call__(self, model: SRDModel) -> Dict[str, float]:
-        """Eigen-protocol metrics (Garg crop, median scaling) of ``model``'s depth on one batch."""
+        """Eigen-protocol metrics (Garg crop, median scaling) of ``model``'s depth on one batch;
+        for a source without ground truth whose validation batches carry source frames
+        (``--dataset video``), the photometric loss of that batch instead."""
         if self.loader is None:
             return {}
         inputs = self._next_batch()
         if "depth_gt" not in inputs:
-            return {}
+            return self._photometric(model, inputs) if ("color", 1, 0) in inputs else {}
         was_training = model.training
         model.eval()
         color = inputs[("color", 0, 0)].to(self.device)
@@ -219,6 +225,15 @@ class Validator:
         model.train(was_training)
         return batch_depth_metrics(disp, inputs["depth_gt"].to(self.device), self.min_depth,
                                    self.max_depth)
+
+    def _photometric(self, model: SRDModel, inputs: Dict) -> Dict[str, float]:
+        """``{"photometric": loss}`` of ``model`` (eval mode, auto-masking on) on a batch."""
+        was_training = model.training
+        model.eval()
+        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        _, terms = model(batch)
+        model.train(was_training)
+        return {"photometric": float(terms["photometric"])}
 
 
 # ---------------------------------------------------------------------------------------------

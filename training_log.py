@@ -11,9 +11,10 @@ from typing import Dict, List, Optional
 import torch
 from tqdm import tqdm
 
-from diagnostics import collapse_warning
+from diagnostics import collapse_warning, flat_depth_warning
 
-EPOCH_SCALARS = ("motion_x", "motion_y", "motion_z", "forward_share", "automask_share")
+EPOCH_SCALARS = ("motion_x", "motion_y", "motion_z", "forward_share", "automask_share",
+                 "depth_spread")
 
 
 class TrainingLog:
@@ -23,6 +24,7 @@ class TrainingLog:
         history: one dict of logged scalars per log step (loss terms, ``val_*`` metrics, ...).
         epoch_history: one diagnostics summary per epoch.
         warned_collapse: whether the sideways-motion warning has been printed.
+        warned_flat: whether the flat-depth warning has been printed.
     """
 
     def __init__(self, log_path: str, enabled: bool = True):
@@ -30,6 +32,7 @@ class TrainingLog:
         self.history: List[Dict] = []
         self.epoch_history: List[Dict] = []
         self.warned_collapse = False
+        self.warned_flat = False
         self.writers = {}
         if enabled:
             from tensorboardX import SummaryWriter
@@ -63,8 +66,9 @@ class TrainingLog:
             w.add_scalar(f"lr/group{i}", lr, step)
         for name, image in (images or {}).items():
             w.add_image(name, image, step)
-        for name, value in val_metrics.items():
-            self.writers["val"].add_scalar(f"depth/{name}", value, step)
+        for name, value in val_metrics.items():  # depth metrics, or the photometric loss
+            group = "loss" if name == "photometric" else "depth"
+            self.writers["val"].add_scalar(f"{group}/{name}", value, step)
         self.history.append({**record, **{f"val_{k}": v for k, v in val_metrics.items()}})
         for wr in self.writers.values():
             wr.flush()
@@ -89,10 +93,16 @@ class TrainingLog:
             parts.append(f"auto-mask keeps {100 * summary['automask_share']:.0f}%{state}")
         if "photometric" in summary:
             parts.append(f"photometric {summary['photometric']:.4f}")
+        if "depth_spread" in summary:
+            parts.append(f"depth spread {summary['depth_spread']:.3f}")
         self.message(" ".join(parts))
         warning = collapse_warning(self.epoch_history)
         if warning and not self.warned_collapse:
             self.warned_collapse = True
+            self.message(warning)
+        warning = flat_depth_warning(self.epoch_history)
+        if warning and not self.warned_flat:
+            self.warned_flat = True
             self.message(warning)
 
 

@@ -1,6 +1,9 @@
-"""Datasets of the repo: the batch-dict contract (``MonoDataset``), the KITTI datasets, KITTI file
-utilities (``datasets.kitti_utils``), the training-size image cache (``datasets.image_cache``,
-built by ``prepare_cache.py``), the device-side finish of training batches (``finish_batch``:
+"""Datasets of the repo: the batch-dict contract (``MonoDataset``), the registered sources
+(``dataset_registry.DATASETS``: the KITTI datasets, the prepared-video folder of
+``prepare_video.py``; ``dataset_class(name)`` imports one), KITTI file utilities
+(``datasets.kitti_utils``), the prepared-video folder's files and motion measurement
+(``datasets.video_io``), the training-size image cache (``datasets.image_cache``, built by
+``prepare_cache.py``), the device-side finish of training batches (``finish_batch``:
 lower scales and colour augmentation, ``datasets.finish``). The synthetic KITTI-format scene that
 the tests and the demo read is written by the ``synthetic_scene`` package, outside this one.
 
@@ -17,21 +20,30 @@ _LAZY = {
     "KITTIOdomDataset": ".kitti_dataset",
     "KITTIDepthDataset": ".kitti_dataset",
     "KITTI_AVERAGE_K": ".kitti_dataset",
+    "VideoDataset": ".video_dataset",
     "check_data_path": ".kitti_utils",
     "ImageCache": ".image_cache",
     "finish_batch": ".finish",
 }
 
-__all__ = sorted(_LAZY) + ["datasets_dict", "build_dataset", "check_dataset_files"]
+__all__ = sorted(_LAZY) + ["dataset_class", "build_dataset", "check_dataset_files"]
+
+
+def dataset_class(name):
+    """The ``MonoDataset`` subclass registered as ``name`` in ``dataset_registry.DATASETS``
+    (imported on first use). Raises CLIError naming ``--dataset`` and the choices."""
+    import dataset_registry
+    from utils import CLIError
+    try:
+        entry = dataset_registry.source(name)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    return getattr(importlib.import_module(entry.module), entry.class_name)
 
 
 def __getattr__(name):
-    """Import a dataset class (or ``datasets_dict``) on first access and keep it here."""
-    if name == "datasets_dict":
-        from .kitti_dataset import KITTIDepthDataset, KITTIOdomDataset, KITTIRAWDataset
-        value = {"kitti": KITTIRAWDataset, "kitti_odom": KITTIOdomDataset,
-                 "kitti_depth": KITTIDepthDataset}
-    elif name in _LAZY:
+    """Import a dataset class on first access and keep it here."""
+    if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -59,20 +71,20 @@ def build_dataset(opt, filenames, is_train, frame_ids=None, load_depth=None, num
     Raises:
         CLIError: unknown ``opt.dataset`` or missing ``opt.data_path``.
     """
-    from utils import CLIError, readlines
+    import dataset_registry
+    from utils import readlines
 
     from .kitti_utils import check_data_path
 
-    classes = globals().get("datasets_dict") or __getattr__("datasets_dict")
-    if opt.dataset not in classes:
-        raise CLIError(f"--dataset {opt.dataset} is not known; choose one of {', '.join(classes)}")
+    cls = dataset_class(opt.dataset)
+    ext = dataset_registry.source(opt.dataset).fixed_ext
     check_data_path(opt.data_path)
     if isinstance(filenames, str):
         filenames = readlines(filenames)
-    return classes[opt.dataset](
+    return cls(
         opt.data_path, filenames, opt.height, opt.width,
         list(opt.frame_ids) if frame_ids is None else list(frame_ids), num_scales,
-        is_train=is_train, img_ext=".png" if getattr(opt, "png", False) else ".jpg",
+        is_train=is_train, img_ext=ext or (".png" if getattr(opt, "png", False) else ".jpg"),
         load_depth=load_depth, use_calib_file=getattr(opt, "use_calib_file", False),
         image_cache=getattr(opt, "image_cache", None),
         finish_on_device=is_train if finish_on_device is None else finish_on_device)

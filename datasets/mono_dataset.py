@@ -161,7 +161,8 @@ class MonoDataset(data.Dataset):
 
     Args:
         data_path: dataset root.
-        filenames: split lines ``"<folder> <frame index> <side>"``, side ``l``/``r`` (or ``2``/``3``).
+        filenames: split lines ``"<folder> <frame index> <side>"``, side ``l``/``r`` (or ``2``/``3``);
+            a mono source (``stereo = False``) has no side column: ``"<folder> <frame index>"``.
         height, width: network input size H, W (scale 0).
         frame_ids: frames to load: integers are offsets from the target frame (0 = target, −1
             previous, +1 next), ``"s"`` the stereo partner (the other camera at the target time).
@@ -226,11 +227,15 @@ class MonoDataset(data.Dataset):
     instead of OpenCV's), for every key and scale. What the model sees is the same either way.
 
     Errors: a split line whose frame file is missing raises FileNotFoundError naming the file and
-    the split line (1-based line number and text); a corrupt image raises ValueError naming it.
+    the split line (1-based line number and text); a corrupt image raises ValueError naming it. A
+    source without intrinsics (no ``K`` and no ``get_intrinsics`` of its own), or whose
+    ``check_intrinsics`` finds them missing or implausible, raises ValueError when it is built.
     """
 
     # normalised intrinsics (row 0 divided by the image width, row 1 by the height); subclasses set it
     K = None
+    # whether the source has a stereo partner (split lines carry a side column; frame "s" works)
+    stereo = True
     # (width, height) of the ground-truth depth maps
     full_res_shape = None
 
@@ -241,6 +246,8 @@ class MonoDataset(data.Dataset):
         for frame_id in frame_ids:
             if frame_id != "s" and not isinstance(frame_id, int):
                 raise ValueError(f"frame_ids must be integers or 's', got {frame_ids!r}")
+        if "s" in frame_ids and not self.stereo:
+            raise ValueError(f"{type(self).__name__} is a mono source: it has no stereo frame 's'")
         if height < 2 ** (num_scales - 1) or width < 2 ** (num_scales - 1):
             raise ValueError(f"image size {width}x{height} is too small for {num_scales} scales")
         self.data_path = data_path
@@ -254,6 +261,7 @@ class MonoDataset(data.Dataset):
         self.use_calib_file = use_calib_file
         self.finish_on_device = finish_on_device
         self.load_depth = (not is_train and self.check_depth()) if load_depth is None else load_depth
+        self.check_intrinsics()
         self.image_cache = None
         if image_cache is not None:
             self.image_cache = (image_cache if isinstance(image_cache, ImageCache) else
@@ -282,7 +290,12 @@ class MonoDataset(data.Dataset):
         """Split line ``index`` → (folder, frame_index, side)."""
         line = self.filenames[index]
         fields = line.split()
-        if len(fields) != 3 or fields[2] not in ("l", "r", "2", "3"):
+        if not self.stereo:
+            if len(fields) != 2:
+                raise ValueError(f"split line {index + 1} ({line!r}): expected "
+                                 "'<folder> <frame index>' (a mono source has no side column)")
+            fields.append(None)
+        elif len(fields) != 3 or fields[2] not in ("l", "r", "2", "3"):
             raise ValueError(f"split line {index + 1} ({line!r}): expected "
                              "'<folder> <frame index> <side l|r>'")
         try:
@@ -415,6 +428,15 @@ class MonoDataset(data.Dataset):
     def get_intrinsics(self, folder, side):
         """Normalised [4,4] intrinsics of the camera of ``side`` (default: ``self.K``)."""
         return self.K
+
+    def check_intrinsics(self):
+        """Called when the dataset is built: raise ValueError when the source has no intrinsics at
+        all. Sources that read them per folder check those files here (the video source)."""
+        own = type(self).get_intrinsics is not MonoDataset.get_intrinsics
+        if self.K is None and not own:
+            raise ValueError(f"{type(self).__name__} has no intrinsics: set its class attribute K "
+                             "(normalised [4,4]: row 0 / image width, row 1 / height) or override "
+                             "get_intrinsics")
 
     def check_depth(self):
         """Whether ground-truth depth exists (checked on the first split line)."""

@@ -29,6 +29,8 @@ class DepthEvalSettings:
 
     Attributes:
         data_path: the dataset root (KITTI raw, the benchmark's test folder, or Make3D).
+        dataset: the registered source (``dataset_registry.DATASETS``) whose layout the test
+            split's lines follow (not used by the benchmark and Make3D splits).
         img_ext: ".jpg" or ".png" (KITTI raw).
         use_calib_file: intrinsics from each drive's calibration (only matters for the datasets).
         image_cache: a ``prepare_cache.py`` folder to read resized images from, or None.
@@ -39,6 +41,7 @@ class DepthEvalSettings:
         scale_factor: multiplies predicted depth before scaling (5.4 for stereo models).
     """
     data_path: str
+    dataset: str = "kitti"
     img_ext: str = ".jpg"
     use_calib_file: bool = False
     image_cache: Optional[str] = None
@@ -124,13 +127,12 @@ def build_test_dataset(split: str, filenames: Sequence[str], height: int, width:
     to exist first)."""
     if split == "benchmark":
         return ImageListDataset(settings.data_path, filenames, height, width)
-    from datasets import check_dataset_files
-    from datasets.kitti_dataset import KITTIRAWDataset, check_data_path
+    from datasets import check_data_path, check_dataset_files, dataset_class
     check_data_path(settings.data_path)
-    dataset = KITTIRAWDataset(settings.data_path, filenames, height, width, [0], 1, is_train=False,
-                              img_ext=settings.img_ext, load_depth=False,
-                              use_calib_file=settings.use_calib_file,
-                              image_cache=settings.image_cache)
+    dataset = dataset_class(settings.dataset)(
+        settings.data_path, filenames, height, width, [0], 1, is_train=False,
+        img_ext=settings.img_ext, load_depth=False, use_calib_file=settings.use_calib_file,
+        image_cache=settings.image_cache)
     check_dataset_files(dataset, f"split '{split}'", settings.data_path)
     return dataset
 

@@ -43,12 +43,42 @@ def parser():
                    help="processes rendering frames in parallel; the output does not depend on it "
                         "(default: %(default)s)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    v = p.add_argument_group("a drive as a video (for prepare_video.py) instead of the KITTI scene")
+    v.add_argument("--video", metavar="MP4",
+                   help="write one drive (--seed, --num_frames scene frames, --step) as this mp4 "
+                        "plus <name>.json (fx fy cx cy of its frames, what was rendered)")
+    v.add_argument("--rate", type=int, default=3,
+                   help="video frames per scene frame (the camera moves --step / rate per video "
+                        "frame; default: %(default)s)")
+    v.add_argument("--static", metavar="AFTER:COUNT", action="append", default=[],
+                   help="after rendered frame AFTER (counted without repeats) repeat it COUNT "
+                        "more times (the camera stands still); may be given several times")
+    v.add_argument("--video_scale", type=float, default=2 / 3,
+                   help="frame size relative to the camera's 1242x375 (default 2/3: 828x250)")
     return p
+
+
+def write_video_from_args(args):
+    """``--video``: render the drive, write the mp4 and its JSON, say what was written."""
+    from synthetic_scene.video import write_video
+    try:
+        static = [tuple(int(x) for x in item.split(":")) for item in args.static]
+    except ValueError:
+        static = [()]
+    if any(len(pair) != 2 or min(pair) < 0 for pair in static) or args.rate < 1:
+        parser().error("--static takes AFTER:COUNT (non-negative integers); --rate at least 1")
+    record = write_video(args.video, seed=args.seed, scene_frames=args.num_frames,
+                         rate=args.rate, static=static, scale=args.video_scale, step=args.step)
+    print(f"wrote {args.video}: {len(record['pose_of_frame'])} frames of {record['width']}x"
+          f"{record['height']} ({args.rate} per scene frame, {record['static_inserted']} "
+          f"repeated), intrinsics in {os.path.splitext(args.video)[0]}.json")
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
     _reuse_freed_memory()  # this process is ours: trade a little memory for speed
+    if args.video:
+        return write_video_from_args(args)
     result = generate(args.out, seed=args.seed, num_drives=args.num_drives,
                       num_frames=args.num_frames, step=args.step, png=args.png,
                       odometry=args.odometry, odom_frames=args.odom_frames,

@@ -2,7 +2,8 @@
 
 Layers, lowest first (a module may import only from its own layer or below):
 
-0. ``utils``, ``options``                       torch-free base: files, errors, the flags
+0. ``utils``, ``options``, ``dataset_registry`` torch-free base: files, errors, the flags, the
+                                                dataset sources
 1. ``layers``, ``losses``, ``diagnostics``       geometry, image ops, loss functions
 2. ``networks.*``, ``datasets.*``                models (with the ModelSpec), data loading
 3. ``checkpointing``                             every file of a run folder
@@ -22,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SKIP_DIRS = {".venv", "__pycache__", ".git", "tests", "runs", "synthetic_kitti", ".ci"}
 
 LAYERS = [
-    ("utils", "options"),
+    ("utils", "options", "dataset_registry"),
     ("layers", "losses", "diagnostics"),
     ("networks", "datasets"),
     ("checkpointing",),
