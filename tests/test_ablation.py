@@ -33,6 +33,11 @@ def read(path):
         return json.load(f)
 
 
+# The tests on the tiny grid are end-to-end runs of the harness (2 configurations x 2 epochs of
+# training, twice: about 25 s on 2 cores): slow, like the other learning runs.
+ON_THE_GRID = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, one_thread):
     """The grid run twice with the same flags: (root folder, JSON after the first run, after the
@@ -44,6 +49,7 @@ def grid(tmp_path_factory, one_thread):
     return root, first, read(root / "grid.json")
 
 
+@ON_THE_GRID
 def test_the_json_has_every_cell_with_per_epoch_metrics(grid):
     root, results, _ = grid
     assert set(results["cells"]) == CELLS
@@ -67,6 +73,7 @@ def test_the_json_has_every_cell_with_per_epoch_metrics(grid):
     assert not (root / "work").exists()  # finished cells leave no training run behind
 
 
+@ON_THE_GRID
 def test_mechanism_records_follow_the_teacher(grid):
     """No teacher in epoch 0 (nor ever without distillation); in epoch 1 the teacher is the student
     of epoch 0, so its abs_rel is that epoch's, and the distillation's records are there."""
@@ -84,6 +91,7 @@ def test_mechanism_records_follow_the_teacher(grid):
     assert 0 < m["teacher_batch_abs_rel"] < 1 and 0 < m["student_batch_abs_rel"] < 1
 
 
+@ON_THE_GRID
 def test_a_rerun_skips_the_finished_cells(grid):
     _, first, second = grid
     assert second["cells"] == first["cells"]  # same records: finished times, invocation 1
@@ -98,6 +106,7 @@ class Interrupted(Exception):
     pass
 
 
+@ON_THE_GRID
 def test_an_interrupted_cell_continues_after_its_last_epoch(grid, tmp_path):
     """Stopped after epoch 0, the cell continues from that epoch's checkpoint; its rows are those of
     the uninterrupted run (the resume is exact with --num_workers 0)."""
@@ -245,6 +254,7 @@ def test_bad_flags_exit_2_with_one_line(capsys, argv, message):
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
 
 
+@ON_THE_GRID
 def test_bad_folders_exit_2_with_one_line(capsys, grid, tmp_path):
     root, _, _ = grid
     junk = tmp_path / "junk"
