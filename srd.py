@@ -27,6 +27,7 @@ from layers import (SSIM, BackprojectDepth, Project3D, disp_to_depth, get_smooth
                     transformation_from_parameters)
 from networks import (ModelSpec, build_depth, build_depth_decoder, build_pose, networks_by_name,
                       predict_pose)
+from utils import cpuinfo_field
 
 
 def training_frame_ids(opt) -> list:
@@ -49,16 +50,6 @@ _ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", 
 EMULATED_BF16_STEP_SLOWDOWN = 10
 
 
-def _cpu_flags() -> set:
-    """The CPU feature flags of /proc/cpuinfo (Linux; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return {w for line in f if line.startswith(("flags", "Features")) for w in
-                    line.split(":", 1)[1].split()}
-    except OSError:
-        return set()
-
-
 def cpu_bf16_is_native() -> bool:
     """Whether this CPU computes bfloat16 convolutions natively: AVX-512 BF16 or AMX on x86 (ARM:
     the ``bf16`` feature), and oneDNN not capped below them by ``ONEDNN_MAX_CPU_ISA``. Elsewhere
@@ -71,7 +62,8 @@ def cpu_bf16_is_native() -> bool:
                                                            "_is_amx_tile_supported")]
     if any(probe is not None and probe() for probe in probes):
         return True
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+    flags = set((cpuinfo_field("flags") or cpuinfo_field("Features") or "").split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def emulated_bf16_message() -> str:

@@ -4,6 +4,7 @@
 - ``atomic_write`` / ``atomic_path``: write a file completely or not at all (temp file in the same
   folder, then ``os.replace``).
 - ``CLIError`` / ``run_cli``: one-line ``error: ...`` messages and exit code 2 for bad input.
+- ``cpuinfo_field``: a line of /proc/cpuinfo (CPU model, feature flags).
 """
 
 import contextlib
@@ -186,3 +187,16 @@ def load_rgb(path: str):
         reason = " ".join(str(e).replace(f"'{path}'", "").replace(path, "").split()) or \
             type(e).__name__
         raise ValueError(f"image {path} is corrupt or not an image ({reason})") from None
+
+
+def cpuinfo_field(name: str) -> Optional[str]:
+    """The value of the first ``name`` line of /proc/cpuinfo (Linux), or None (e.g. ``"flags"``,
+    ``"model name"``; ARM lists its features under ``"Features"``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None

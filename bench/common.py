@@ -26,7 +26,7 @@ QUICK_SCENE_PARAMS = dict(num_drives=1, num_frames=5, gt_depth=False)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from utils import positive_int  # noqa: E402  (bench scripts use common.positive_int)
+from utils import cpuinfo_field, positive_int  # noqa: E402  (bench scripts use common.positive_int)
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,18 +84,6 @@ def resolve_device(name):
 # --------------------------------------------------------------------------------------------
 # environment
 # --------------------------------------------------------------------------------------------
-def cpuinfo_field(name):
-    """The value of the first ``name`` line of /proc/cpuinfo (Linux), or None."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(name):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def cpu_name():
     """The CPU model name (from /proc/cpuinfo on Linux), or platform.processor()."""
     return cpuinfo_field("model name") or platform.processor() or platform.machine()
